@@ -1,0 +1,4 @@
+"""Type stub of the Rust extension ``layerstore._native`` (see rust/lib.rs)."""
+
+def copy_tree(source: str, destination: str) -> None:
+    """Copy the directory tree ``source`` to ``destination``, which must not exist."""

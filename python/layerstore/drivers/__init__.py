@@ -1,0 +1,125 @@
+"""Storage drivers: where a layer's files live on disk, and how layers stack.
+
+A driver owns the directory layout of its layers (SPEC section 1) and, in later stages,
+mounting; it asks the engine for byte work such as copying a tree. ``overlay`` keeps each
+layer's own changes and stacks them with the kernel's overlay file system; ``vfs`` keeps a full
+copy of every layer and works anywhere.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+from abc import ABC, abstractmethod
+
+from ..engines import Engine
+
+__all__ = ["DRIVER_NAMES", "Driver", "choose_driver", "open_driver", "remove_tree"]
+
+DRIVER_NAMES = ("overlay", "vfs")
+
+# A layer made without content starts read-only for others, as containers/storage makes it.
+DEFAULT_LAYER_MODE = 0o555
+
+
+class Driver(ABC):
+    """The part of the store that knows where a layer's files are."""
+
+    name: str
+
+    def __init__(self, root: str, engine: Engine) -> None:
+        self.root = root
+        self.home = os.path.join(root, self.name)
+        self.engine = engine
+
+    @abstractmethod
+    def create(self, layer_id: str, parent_id: str, *, writeable: bool) -> None:
+        """Make the directories of a new layer on top of ``parent_id`` (empty: a base layer)."""
+
+    @abstractmethod
+    def remove(self, layer_id: str) -> None:
+        """Remove everything the driver keeps for the layer; a missing layer is not an error."""
+
+    @abstractmethod
+    def exists(self, layer_id: str) -> bool:
+        """Whether the driver has data for the layer."""
+
+    @abstractmethod
+    def layer_dir(self, layer_id: str) -> str:
+        """The directory that holds the layer's own files (where a diff is extracted)."""
+
+    @abstractmethod
+    def layer_ids(self) -> list[str]:
+        """Ids of every layer the driver has data for, whether the store knows it or not."""
+
+    def status(self) -> list[tuple[str, str]]:
+        """Facts about the driver for people, as (key, value) pairs."""
+        return [("Driver", self.name), ("Home", self.home)]
+
+
+def remove_tree(path: str) -> None:
+    """Remove ``path`` and everything below it; never follows symlinks; missing is fine.
+
+    Layers hold read-only directories (0555 is the default); without root, directories are
+    made owner-writable on the way down so their entries can be removed.
+    """
+    try:
+        top = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(top.st_mode):
+        os.unlink(path)
+        return
+    if os.geteuid() != 0:
+        _make_owner_writable(path, top.st_mode)
+        for directory, subdirectories, _files in os.walk(path):
+            for name in subdirectories:
+                child = os.path.join(directory, name)
+                _make_owner_writable(child, os.lstat(child).st_mode)
+    shutil.rmtree(path)
+
+
+def _make_owner_writable(path: str, mode: int) -> None:
+    if stat.S_ISDIR(mode) and mode & stat.S_IRWXU != stat.S_IRWXU:
+        os.chmod(path, stat.S_IMODE(mode) | stat.S_IRWXU)
+
+
+def _overlay_available() -> tuple[bool, str]:
+    if os.geteuid() != 0:
+        return False, "overlay mounts need root here; using vfs"
+    try:
+        with open("/proc/filesystems", encoding="ascii") as filesystems:
+            known = {line.split()[-1] for line in filesystems if line.strip()}
+    except OSError as exc:
+        return False, f"cannot read /proc/filesystems ({os.strerror(exc.errno or errno.EIO)})"
+    if "overlay" not in known:
+        return False, "the kernel has no overlay file system; using vfs"
+    return True, "the kernel has overlay and we are root"
+
+
+def choose_driver(root: str, requested: str | None) -> tuple[str, str]:
+    """The driver for the store at ``root`` and why it was chosen."""
+    if requested is not None:
+        if requested not in DRIVER_NAMES:
+            raise ValueError(f"unknown driver {requested!r}: choose one of {', '.join(DRIVER_NAMES)}")
+        return requested, "asked for"
+    for name in DRIVER_NAMES:
+        if os.path.exists(os.path.join(root, f"{name}-layers", "layers.json")):
+            return name, f"the store at {root} already uses {name}"
+    available, reason = _overlay_available()
+    return ("overlay" if available else "vfs"), reason
+
+
+def open_driver(name: str, root: str, engine: Engine) -> Driver:
+    """An instance of the driver called ``name`` for the store at ``root``."""
+    if name == "overlay":
+        from .overlay import OverlayDriver
+
+        return OverlayDriver(root, engine)
+    if name == "vfs":
+        from .vfs import VfsDriver
+
+        return VfsDriver(root, engine)
+    raise ValueError(f"unknown driver {name!r}: choose one of {', '.join(DRIVER_NAMES)}")

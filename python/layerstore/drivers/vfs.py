@@ -1,0 +1,56 @@
+"""The vfs driver: every layer is a full copy of its parent plus its own changes.
+
+It needs no kernel support and no privileges, at the price of disk space and copy time; copies
+share extents (reflinks) where the file system can.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from . import DEFAULT_LAYER_MODE, Driver, remove_tree
+
+__all__ = ["VfsDriver"]
+
+
+class VfsDriver(Driver):
+    """Layers in ``ROOT/vfs/dir/<id>``."""
+
+    name = "vfs"
+
+    def _dir(self, layer_id: str) -> str:
+        return os.path.join(self.home, "dir", layer_id)
+
+    def create(self, layer_id: str, parent_id: str, *, writeable: bool) -> None:
+        os.makedirs(os.path.join(self.home, "dir"), mode=0o700, exist_ok=True)
+        target = self._dir(layer_id)
+        try:
+            if parent_id:
+                self.engine.copy_tree(self._dir(parent_id), target)
+            else:
+                os.mkdir(target, DEFAULT_LAYER_MODE)
+                os.chmod(target, DEFAULT_LAYER_MODE)  # not narrowed by the umask
+        except BaseException:
+            remove_tree(target)
+            raise
+
+    def remove(self, layer_id: str) -> None:
+        remove_tree(self._dir(layer_id))
+
+    def exists(self, layer_id: str) -> bool:
+        return os.path.isdir(self._dir(layer_id))
+
+    def layer_dir(self, layer_id: str) -> str:
+        return self._dir(layer_id)
+
+    def layer_ids(self) -> list[str]:
+        try:
+            with os.scandir(os.path.join(self.home, "dir")) as entries:
+                return sorted(
+                    entry.name
+                    for entry in entries
+                    if stat.S_ISDIR(entry.stat(follow_symlinks=False).st_mode)
+                )
+        except FileNotFoundError:
+            return []

@@ -1,0 +1,59 @@
+"""Engines: the byte work of the store, in Rust (``native``) or in plain Python (``pure``).
+
+Both engines implement :class:`Engine` with the same functions, arguments, results and
+exceptions; the rest of the package never asks which one it has. The choice is made here and
+nowhere else: the ``engine=`` argument of :class:`~layerstore.LayerStore`, else the
+``LAYERSTORE_ENGINE`` environment variable (``native`` or ``pure``), else native when the
+extension is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Protocol
+
+__all__ = ["ENGINE_NAMES", "Engine", "select_engine"]
+
+ENGINE_NAMES = ("native", "pure")
+
+
+class Engine(Protocol):
+    """What an engine does for the store and its drivers."""
+
+    name: str
+
+    def copy_tree(self, source: str, destination: str) -> None:
+        """Copy the directory ``source`` to ``destination``, which must not exist.
+
+        Owners, modes (setuid, setgid, sticky included), nanosecond times, extended attributes,
+        hard links within the tree, symlinks, fifos, sockets and device nodes are reproduced.
+        Regular files share extents with the source where the file system allows.
+        """
+        ...
+
+
+def select_engine(name: str | None = None) -> Engine:
+    """The engine called ``name``, else the one ``LAYERSTORE_ENGINE`` names, else native.
+
+    Asking for ``native`` where the extension cannot be imported gives the pure engine and a
+    :class:`RuntimeWarning`; an unknown name is a :class:`ValueError`.
+    """
+    requested = name or os.environ.get("LAYERSTORE_ENGINE") or None
+    if requested is not None and requested not in ENGINE_NAMES:
+        raise ValueError(f"unknown engine {requested!r}: choose one of {', '.join(ENGINE_NAMES)}")
+    if requested != "pure":
+        try:
+            from .native import NativeEngine
+        except ImportError as exc:
+            if requested == "native":
+                warnings.warn(
+                    f"the native engine is not available ({exc}); using the pure engine",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        else:
+            return NativeEngine()
+    from .pure import PureEngine
+
+    return PureEngine()

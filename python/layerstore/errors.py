@@ -1,0 +1,87 @@
+"""The one exception hierarchy of layerstore.
+
+Every error the package raises on purpose derives from :class:`LayerStoreError`. Where a Go sentinel
+error of containers/storage exists, the class carries its name (``ErrLayerUnknown`` becomes
+:class:`LayerUnknown`), and where a builtin exception describes the same kind of failure it is
+mixed in, so ``except KeyError`` around a lookup keeps working. The native engine raises these
+same classes, so callers never see which engine did the work.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BigDataUnknown",
+    "DuplicateID",
+    "DuplicateLayerNames",
+    "DuplicateName",
+    "InvalidBigDataName",
+    "InvalidLayerData",
+    "InvalidStoreData",
+    "LayerHasChildren",
+    "LayerNotMounted",
+    "LayerStoreError",
+    "LayerUnknown",
+    "NotSupported",
+    "StoreIsReadOnly",
+]
+
+
+class LayerStoreError(Exception):
+    """Base class of every error raised by layerstore."""
+
+
+class LayerUnknown(LayerStoreError, KeyError):
+    """No layer has the given id, name or id prefix (Go: ErrLayerUnknown)."""
+
+    def __str__(self) -> str:
+        # KeyError quotes its argument; a sentence reads better.
+        return str(self.args[0]) if self.args else "layer not known"
+
+
+class BigDataUnknown(LayerStoreError, KeyError):
+    """The layer has no big data item with that key."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "big data item not known"
+
+
+class DuplicateID(LayerStoreError, ValueError):
+    """A layer with that id already exists (Go: ErrDuplicateID)."""
+
+
+class DuplicateName(LayerStoreError, ValueError):
+    """A name is already taken by another layer (Go: ErrDuplicateName)."""
+
+
+class DuplicateLayerNames(LayerStoreError):
+    """layers.json gives one name to several layers and the store cannot repair it here,
+    because it is open read-only (Go: ErrDuplicateLayerNames)."""
+
+
+class StoreIsReadOnly(LayerStoreError, PermissionError):
+    """A mutation was attempted on a store opened read-only (Go: ErrStoreIsReadOnly)."""
+
+
+class InvalidBigDataName(LayerStoreError, ValueError):
+    """A big data key cannot be stored (Go: ErrInvalidBigDataName)."""
+
+
+class LayerNotMounted(LayerStoreError):
+    """The layer is not mounted (Go: ErrLayerNotMounted)."""
+
+
+class LayerHasChildren(LayerStoreError):
+    """The layer is the parent of other layers and cannot be deleted (Go: ErrLayerHasChildren)."""
+
+
+class NotSupported(LayerStoreError):
+    """The operation is not supported by this driver or on this system (Go: ErrNotSupported)."""
+
+
+class InvalidLayerData(LayerStoreError, ValueError):
+    """A layer blob, its compression or its tar-split metadata is malformed or does not match."""
+
+
+class InvalidStoreData(LayerStoreError, ValueError):
+    """A file of the store itself (layers.json, mountpoints.json) cannot be parsed."""
+

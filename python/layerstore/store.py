@@ -1,0 +1,601 @@
+"""The layer store: records, names, metadata, big data and their files, shared between processes.
+
+:class:`LayerStore` is the public face of layerstore. It owns *what* happens and *when*: the
+records in ``layers.json``, the indexes over them, the locks that let many processes (layerstore
+and the Go tools) share one store, and the order of steps that keeps the store consistent when a
+process dies at any point. Drivers and engines do the file and byte work it asks for.
+
+Consistency rules (SPEC section 3):
+
+* every write of ``layers.json`` records a new last-writer token in ``layers.lock`` first, then
+  replaces the file atomically; readers compare tokens to know when to reload;
+* a layer being created or deleted carries the ``incomplete`` flag on disk before any driver
+  work starts; opening the store read-write removes such layers with their files;
+* a failure in the middle of an operation removes what the operation made, and the in-memory
+  view is reloaded from disk whenever a save fails, so memory never claims what disk does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import replace
+from typing import Any, Literal, Self
+
+from . import gojson
+from .atomic import write_atomic
+from .bigdata import big_data_file_name
+from .drivers import Driver, choose_driver, open_driver, remove_tree
+from .engines import Engine, select_engine
+from .errors import (
+    BigDataUnknown,
+    DuplicateID,
+    DuplicateLayerNames,
+    DuplicateName,
+    InvalidStoreData,
+    LayerHasChildren,
+    LayerStoreError,
+    LayerUnknown,
+    StoreIsReadOnly,
+)
+from .index import LayerIndex
+from .layer import (
+    INCOMPLETE_FLAG,
+    IDMap,
+    Layer,
+    check_layer_id,
+    check_name,
+    format_created,
+    freeze,
+    id_maps,
+    new_layer_id,
+)
+from .locking import LockFile
+from .mounts import MountPoint, decode_mounts, encode_mounts
+
+__all__ = ["LayerStore"]
+
+TAR_SPLIT_SUFFIX = ".tar-split.gz"
+
+
+class _NeedsWriter(Exception):
+    """Raised inside a reload under a shared lock when repairs need the exclusive lock."""
+
+
+def _dedupe(names: Iterable[str]) -> tuple[str, ...]:
+    # Go's dedupeNames: keep the first of each name, in order.
+    return tuple(dict.fromkeys(check_name(name) for name in names))
+
+
+def _file_state(path: str) -> tuple[int, int, int] | None:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (info.st_mtime_ns, info.st_size, info.st_ino)
+
+
+class LayerStore:
+    """A store of container image layers, on disk as containers/storage 1.43 keeps them.
+
+    ``root`` holds the layers (``ROOT/<driver>-layers``, ``ROOT/<driver>``); ``run_root`` holds
+    what lasts only until reboot, such as mount counts (default: ``ROOT/run``). ``driver`` is
+    ``"overlay"`` or ``"vfs"``; by default the store's existing driver, else overlay where the
+    kernel offers it. ``engine`` is ``"native"`` or ``"pure"`` (default: ``LAYERSTORE_ENGINE``,
+    else native). A store opened ``read_only`` takes shared locks only and refuses mutations.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        run_root: str | os.PathLike[str] | None = None,
+        driver: str | None = None,
+        read_only: bool = False,
+        engine: str | Engine | None = None,
+    ) -> None:
+        self.root = os.path.abspath(os.fspath(root))
+        self.run_root = os.path.abspath(
+            os.fspath(run_root) if run_root is not None else os.path.join(self.root, "run")
+        )
+        self.read_only = read_only
+        self.engine: Engine = engine if not isinstance(engine, str | None) else select_engine(engine)
+        driver_name, self._driver_reason = choose_driver(self.root, driver)
+        self.driver: Driver = open_driver(driver_name, self.root, self.engine)
+        self.layers_dir = os.path.join(self.root, f"{driver_name}-layers")
+        self.mounts_dir = os.path.join(self.run_root, f"{driver_name}-layers")
+        self._layers_json = os.path.join(self.layers_dir, "layers.json")
+        self._mounts_json = os.path.join(self.mounts_dir, "mountpoints.json")
+
+        self._index = LayerIndex()
+        self._mounts: dict[str, MountPoint] = {}
+        self._layers_token: bytes | None = None  # None: never loaded
+        self._layers_file: tuple[int, int, int] | None = None
+        self._mounts_token: bytes | None = None
+        self._mounts_file: tuple[int, int, int] | None = None
+        self._load_mutex = threading.Lock()  # one reload at a time among reader threads
+        self._closed = False
+
+        if read_only:
+            if not os.path.isdir(self.layers_dir):
+                raise LayerStoreError(
+                    f"no {driver_name} layer store at {self.root} to open read-only "
+                    f"({self.layers_dir} does not exist)"
+                )
+            self._layers_lock = LockFile.open(
+                os.path.join(self.layers_dir, "layers.lock"), read_only=True
+            )
+            self._mounts_lock: LockFile | None = None
+            with self._reading():
+                pass
+        else:
+            for directory in (self.layers_dir, self.mounts_dir):
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+            self._layers_lock = LockFile.open(os.path.join(self.layers_dir, "layers.lock"))
+            self._mounts_lock = LockFile.open(os.path.join(self.mounts_dir, "mountpoints.lock"))
+            with self._writing():
+                pass  # loading for writing removes incomplete layers and repairs names
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop using the store; later calls raise. The process keeps its lock descriptors."""
+        self._closed = True
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "read-only" if self.read_only else "read-write"
+        return (
+            f"LayerStore({self.root!r}, driver={self.driver.name!r}, "
+            f"engine={self.engine.name!r}, {mode})"
+        )
+
+    # -- locking and loading -------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LayerStoreError(f"the layer store at {self.root} is closed")
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Hold the shared lock, with the in-memory view current."""
+        self._check_open()
+        lock = self._layers_lock
+        while True:
+            lock.acquire_read()
+            try:
+                with self._load_mutex:
+                    if self._layers_modified():
+                        self._load("read")
+                    elif self._mounts_modified():
+                        self._load_mounts()
+                break
+            except _NeedsWriter:
+                # Another process died mid-operation; cleaning up needs the exclusive lock.
+                lock.release_read()
+                with self._writing():
+                    pass
+            except BaseException:
+                lock.release_read()
+                raise
+        try:
+            yield
+        finally:
+            lock.release_read()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the exclusive lock, with the in-memory view current."""
+        self._check_open()
+        if self.read_only:
+            raise StoreIsReadOnly(f"the layer store at {self.root} is opened read-only")
+        lock = self._layers_lock
+        lock.acquire_write()
+        try:
+            if self._layers_modified():
+                self._load("write")
+            elif self._mounts_modified():
+                self._load_mounts()
+            yield
+        finally:
+            lock.release_write()
+
+    def _layers_modified(self) -> bool:
+        if self._layers_token is None:
+            return True
+        return (
+            self._layers_lock.read_token() != self._layers_token
+            or _file_state(self._layers_json) != self._layers_file
+        )
+
+    def _mounts_modified(self) -> bool:
+        if self._mounts_lock is None:
+            return False
+        return (
+            self._mounts_lock.read_token() != self._mounts_token
+            or _file_state(self._mounts_json) != self._mounts_file
+        )
+
+    def _load(self, mode: Literal["read", "write", "rollback"]) -> None:
+        """Read layers.json (and the mount table) into a new index.
+
+        ``read``: under the shared lock; raises _NeedsWriter when repairs are due. ``write``:
+        under the exclusive lock; repairs duplicate names and removes incomplete layers.
+        ``rollback``: after a failed save, take what is on disk as it is.
+        """
+        token = self._layers_lock.read_token()
+        file_state = _file_state(self._layers_json)
+        try:
+            with open(self._layers_json, "rb") as layers_file:
+                data = layers_file.read()
+        except FileNotFoundError:
+            data = b""
+        layers = self._decode_layers(data)
+
+        # Names are unique: where two layers claim one, the earlier loses it (as Go repairs it).
+        owners: dict[str, int] = {}
+        names_repaired = False
+        for position, layer in enumerate(layers):
+            for name in layer.names:
+                earlier = owners.get(name)
+                if earlier is not None:
+                    loser = layers[earlier]
+                    layers[earlier] = replace(
+                        loser, names=tuple(n for n in loser.names if n != name)
+                    )
+                    names_repaired = True
+                owners[name] = position
+        incomplete = [layer.id for layer in layers if layer.incomplete]
+
+        if names_repaired and self.read_only:
+            raise DuplicateLayerNames(
+                f"{self._layers_json}: several layers share a name, and the store is opened "
+                "read-only so it cannot be repaired; open it read-write once"
+            )
+        if (names_repaired or incomplete) and not self.read_only and mode == "read":
+            raise _NeedsWriter
+        if self.read_only and incomplete:
+            # Another host may be writing these; a read-only store skips them, never deletes.
+            layers = [layer for layer in layers if not layer.incomplete]
+
+        self._index = LayerIndex(layers)
+        self._layers_token = token
+        self._layers_file = file_state
+        self._load_mounts()
+        if mode != "write":
+            return
+        if incomplete:
+            for layer_id in incomplete:
+                self._remove_layer_files(layer_id)
+                self._index.remove(layer_id)
+                self._mounts.pop(layer_id, None)
+            self._save(mounts=True)
+        elif names_repaired:
+            self._save()
+
+    def _decode_layers(self, data: bytes) -> list[Layer]:
+        if not data.strip():
+            return []
+        try:
+            records = json.loads(data)
+        except ValueError as exc:
+            raise InvalidStoreData(f"{self._layers_json}: not valid JSON: {exc}") from None
+        if not isinstance(records, list):
+            raise InvalidStoreData(f"{self._layers_json}: expected a JSON array of layers")
+        source = self._layers_json
+        read_only = self.read_only
+        return [Layer.from_json(record, source=source, read_only=read_only) for record in records]
+
+    def _load_mounts(self) -> None:
+        if self._mounts_lock is None:
+            return
+        with self._mounts_lock.shared():
+            token = self._mounts_lock.read_token()
+            file_state = _file_state(self._mounts_json)
+            try:
+                with open(self._mounts_json, "rb") as mounts_file:
+                    data = mounts_file.read()
+            except FileNotFoundError:
+                data = b""
+            table = decode_mounts(data, source=self._mounts_json)
+        self._mounts = {layer_id: mount for layer_id, mount in table.items() if layer_id in self._index}
+        self._mounts_token = token
+        self._mounts_file = file_state
+
+    def _save(self, *, mounts: bool = False) -> None:
+        """Write layers.json (and mountpoints.json); on failure reload so memory matches disk."""
+        try:
+            data = gojson.dumps([layer.to_json() for layer in self._index]).encode("utf-8")
+            self._layers_token = self._layers_lock.record_write()
+            write_atomic(self._layers_json, data)
+            self._layers_file = _file_state(self._layers_json)
+            if mounts:
+                self._save_mounts()
+        except BaseException:
+            self._layers_token = None
+            with contextlib.suppress(Exception):
+                self._load("rollback")
+            raise
+
+    def _save_mounts(self) -> None:
+        assert self._mounts_lock is not None
+        data = encode_mounts(self._mounts, [layer.id for layer in self._index])
+        with self._mounts_lock.exclusive():
+            self._mounts_token = self._mounts_lock.record_write()
+            write_atomic(self._mounts_json, data)
+            self._mounts_file = _file_state(self._mounts_json)
+
+    def reload_if_changed(self) -> bool:
+        """Reload the store's view if another process changed it; True when it did."""
+        self._check_open()
+        with self._load_mutex:
+            before = self._layers_token, self._mounts_token
+        with self._reading():
+            return (self._layers_token, self._mounts_token) != before
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _public(self, layer: Layer) -> Layer:
+        mount = self._mounts.get(layer.id)
+        if mount is None:
+            return layer
+        return replace(layer, mount_point=mount.path, mount_count=mount.count)
+
+    def get(self, name: str) -> Layer:
+        """The layer with this id, name or unique id prefix; raises LayerUnknown."""
+        with self._reading():
+            return self._public(self._index.get(self._index.lookup(name)))
+
+    def exists(self, name: str) -> bool:
+        """Whether a layer has this id, name or unique id prefix."""
+        with self._reading():
+            try:
+                self._index.lookup(name)
+            except LayerUnknown:
+                return False
+            return True
+
+    def lookup(self, name: str) -> str:
+        """The id of the layer with this id, name or unique id prefix; raises LayerUnknown."""
+        with self._reading():
+            return self._index.lookup(name)
+
+    def layers(self) -> list[Layer]:
+        """Every layer, in the order of layers.json (parents before children)."""
+        with self._reading():
+            return [self._public(layer) for layer in self._index]
+
+    def metadata(self, name: str) -> str:
+        """The layer's free-form metadata text."""
+        return self.get(name).metadata
+
+    def big_data(self, name: str, key: str) -> bytes:
+        """The contents of the layer's big data item ``key``; raises BigDataUnknown."""
+        file_name = big_data_file_name(key)
+        with self._reading():
+            layer_id = self._index.lookup(name)
+            path = os.path.join(self.layers_dir, layer_id, file_name)
+            try:
+                with open(path, "rb") as item:
+                    return item.read()
+            except FileNotFoundError:
+                raise BigDataUnknown(f"layer {layer_id} has no big data item {key!r}") from None
+
+    def big_data_names(self, name: str) -> list[str]:
+        """Keys of the layer's big data items."""
+        return list(self.get(name).big_data_names)
+
+    def layers_by_compressed_digest(self, digest: str) -> list[Layer]:
+        """Layers whose blob, as given, had this digest (``sha256:<hex>``)."""
+        with self._reading():
+            return [self._public(layer) for layer in self._index.by_compressed_digest(digest)]
+
+    def layers_by_uncompressed_digest(self, digest: str) -> list[Layer]:
+        """Layers whose uncompressed tar (DiffID) had this digest (``sha256:<hex>``)."""
+        with self._reading():
+            return [self._public(layer) for layer in self._index.by_uncompressed_digest(digest)]
+
+    def status(self) -> list[tuple[str, str]]:
+        """Facts about the store for people, as (key, value) pairs."""
+        with self._reading():
+            count = len(self._index)
+        return [
+            ("Root", self.root),
+            ("Run root", self.run_root),
+            *self.driver.status(),
+            ("Driver chosen because", self._driver_reason),
+            ("Engine", self.engine.name),
+            ("Read-only", "yes" if self.read_only else "no"),
+            ("Layers", str(count)),
+        ]
+
+    # -- creating and deleting -----------------------------------------------------------------
+
+    def create(
+        self,
+        id: str | None = None,  # noqa: A002 - the name containers/storage and our callers use
+        parent: str | None = None,
+        names: Iterable[str] = (),
+        mount_label: str = "",
+        writeable: bool = False,
+        flags: Mapping[str, Any] | None = None,
+        *,
+        uid_map: Iterable[IDMap | tuple[int, int, int]] | None = None,
+        gid_map: Iterable[IDMap | tuple[int, int, int]] | None = None,
+    ) -> Layer:
+        """Create an empty layer on top of ``parent`` (an id, name or prefix; None: a base).
+
+        The record is saved flagged ``incomplete`` before the driver makes any directory and
+        the flag is cleared when the layer is whole; on failure everything made is removed.
+        Raises DuplicateID, DuplicateName, LayerUnknown (parent) or StoreIsReadOnly.
+        """
+        wanted_names = _dedupe(names)
+        user_flags = dict(flags or {})
+        gojson.dumps(user_flags)  # refuse flags that cannot be stored before touching disk
+        record_uid_map, record_gid_map = id_maps(uid_map), id_maps(gid_map)
+        if id is not None:
+            check_layer_id(id)
+        with self._writing():
+            layer_id = id if id is not None else self._fresh_id()
+            if layer_id in self._index:
+                raise DuplicateID(f"a layer with id {layer_id} already exists")
+            parent_id = self._index.lookup(parent) if parent else ""
+            for name in wanted_names:
+                owner = self._index.owner_of(name)
+                if owner is not None:
+                    raise DuplicateName(f"the name {name!r} is already used by layer {owner}")
+            layer = Layer(
+                id=layer_id,
+                names=wanted_names,
+                parent=parent_id,
+                mount_label=mount_label,
+                created=format_created(),
+                flags=freeze({**user_flags, INCOMPLETE_FLAG: True}),
+                uid_map=record_uid_map,
+                gid_map=record_gid_map,
+            )
+            self._index.add(layer)
+            self._save(mounts=True)
+            try:
+                self.driver.create(layer_id, parent_id, writeable=writeable)
+                layer = replace(layer, flags=freeze(user_flags))
+                self._index.replace(layer)
+                self._save()
+            except BaseException:
+                self._abandon(layer_id)
+                raise
+            return layer
+
+    def _fresh_id(self) -> str:
+        layer_id = new_layer_id()
+        while layer_id in self._index:
+            layer_id = new_layer_id()
+        return layer_id
+
+    def _abandon(self, layer_id: str) -> None:
+        """Remove a layer whose creation failed; the original error is what the caller sees."""
+        with contextlib.suppress(Exception):
+            self._remove_layer_files(layer_id)
+            if layer_id in self._index:
+                self._index.remove(layer_id)
+                self._mounts.pop(layer_id, None)
+                self._save(mounts=True)
+
+    def delete(self, name: str) -> None:
+        """Delete a layer and all its files; raises LayerHasChildren if layers build on it."""
+        with self._writing():
+            layer_id = self._index.lookup(name)
+            children = self._index.children(layer_id)
+            if children:
+                raise LayerHasChildren(
+                    f"layer {layer_id} is the parent of {len(children)} layer(s), "
+                    f"e.g. {children[0].id}: delete those first"
+                )
+            self._delete_locked(layer_id)
+
+    def _delete_locked(self, layer_id: str) -> None:
+        layer = self._index.get(layer_id)
+        if not layer.incomplete:
+            # On disk first: if we die from here on, the next open finishes the deletion.
+            self._index.replace(replace(layer, flags=freeze({**layer.flags, INCOMPLETE_FLAG: True})))
+            self._save()
+        self._remove_layer_files(layer_id)
+        self._index.remove(layer_id)
+        had_mount = self._mounts.pop(layer_id, None) is not None
+        self._save(mounts=had_mount)
+
+    def _remove_layer_files(self, layer_id: str) -> None:
+        self.driver.remove(layer_id)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.layers_dir, layer_id + TAR_SPLIT_SUFFIX))
+        remove_tree(os.path.join(self.layers_dir, layer_id))
+
+    def wipe(self) -> None:
+        """Delete every layer, children before their parents."""
+        with self._writing():
+            for layer in reversed(list(self._index)):
+                self._delete_locked(layer.id)
+
+    # -- names, metadata, flags, big data ------------------------------------------------------
+
+    def _update(self, name: str, change: Callable[[Layer], Layer]) -> Layer:
+        with self._writing():
+            layer = self._index.get(self._index.lookup(name))
+            changed = change(layer)
+            if changed != layer:
+                self._index.replace(changed)
+                self._save()
+            return self._public(changed)
+
+    def _update_names(self, name: str, compute: Callable[[tuple[str, ...]], Iterable[str]]) -> None:
+        with self._writing():
+            layer = self._index.get(self._index.lookup(name))
+            new_names = _dedupe(compute(layer.names))
+            if new_names == layer.names:
+                return
+            # A name another layer holds moves to this one.
+            for new_name in new_names:
+                owner = self._index.owner_of(new_name)
+                if owner is not None and owner != layer.id:
+                    other = self._index.get(owner)
+                    self._index.replace(
+                        replace(other, names=tuple(n for n in other.names if n != new_name))
+                    )
+            self._index.replace(replace(layer, names=new_names))
+            self._save()
+
+    def add_names(self, name: str, names: Iterable[str]) -> None:
+        """Add names to the layer, taking them from any layer that has them."""
+        extra = list(names)
+        self._update_names(name, lambda current: (*current, *extra))
+
+    def remove_names(self, name: str, names: Iterable[str]) -> None:
+        """Remove names from the layer; names it does not have are ignored."""
+        unwanted = set(names)
+        self._update_names(name, lambda current: (n for n in current if n not in unwanted))
+
+    def set_names(self, name: str, names: Iterable[str]) -> None:
+        """Replace the layer's names, taking them from any layer that has them."""
+        wanted = list(names)
+        self._update_names(name, lambda _current: wanted)
+
+    def set_metadata(self, name: str, text: str) -> None:
+        """Replace the layer's metadata text."""
+        if not isinstance(text, str):
+            raise TypeError(f"metadata is text, not {type(text).__name__}")
+        self._update(name, lambda layer: replace(layer, metadata=text))
+
+    def set_flag(self, name: str, key: str, value: Any) -> None:
+        """Set a flag on the layer; ``value`` must be JSON-serializable."""
+        gojson.dumps(value)
+        self._update(name, lambda layer: replace(layer, flags=freeze({**layer.flags, key: value})))
+
+    def clear_flag(self, name: str, key: str) -> None:
+        """Remove a flag from the layer; a flag it does not have is ignored."""
+
+        def without(layer: Layer) -> Layer:
+            flags = {k: v for k, v in layer.flags.items() if k != key}
+            return replace(layer, flags=freeze(flags))
+
+        self._update(name, without)
+
+    def set_big_data(self, name: str, key: str, data: bytes) -> None:
+        """Store ``data`` as the layer's big data item ``key`` (atomically replacing it)."""
+        file_name = big_data_file_name(key)
+        payload = bytes(data)
+        with self._writing():
+            layer = self._index.get(self._index.lookup(name))
+            directory = os.path.join(self.layers_dir, layer.id)
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            write_atomic(os.path.join(directory, file_name), payload)
+            if key not in layer.big_data_names:
+                self._index.replace(replace(layer, big_data_names=(*layer.big_data_names, key)))
+                self._save()
+
