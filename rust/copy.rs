@@ -105,7 +105,9 @@ fn copy_file_contents(from: &Path, to: &Path) -> Result<()> {
     let length = input.metadata().at(from)?.len();
     let mut copied = 0u64;
     while copied < length {
-        let chunk = usize::try_from(length - copied).unwrap_or(usize::MAX).min(1 << 30);
+        let chunk = usize::try_from(length - copied)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
         match nix::fcntl::copy_file_range(&input, None, &output, None, chunk) {
             Ok(0) => break, // the file shrank while we copied it
             Ok(count) => copied += count as u64,
@@ -146,7 +148,14 @@ fn finish_metadata(from: &Path, to: &Path, metadata: &fs::Metadata) -> Result<()
     copy_xattrs(from, to, is_symlink)?;
     let atime = TimeSpec::new(metadata.atime(), metadata.atime_nsec());
     let mtime = TimeSpec::new(metadata.mtime(), metadata.mtime_nsec());
-    utimensat(AT_FDCWD, to, &atime, &mtime, UtimensatFlags::NoFollowSymlink).at(to)
+    utimensat(
+        AT_FDCWD,
+        to,
+        &atime,
+        &mtime,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .at(to)
 }
 
 /// Without privileges a copy keeps the caller as owner, as `cp -a` does; with them it must not.
@@ -170,7 +179,10 @@ fn copy_xattrs(from: &Path, to: &Path, is_symlink: bool) -> Result<()> {
     let source = c_path(from)?;
     let target = c_path(to)?;
     let names = xattr_list(&source).at(from)?;
-    for name in names.split(|&byte| byte == 0).filter(|name| !name.is_empty()) {
+    for name in names
+        .split(|&byte| byte == 0)
+        .filter(|name| !name.is_empty())
+    {
         let name = CString::new(name).expect("split on NUL leaves no NUL");
         let value = xattr_get(&source, &name).at(from)?;
         // SAFETY: all pointers are valid for the lengths given during the call.
@@ -261,17 +273,28 @@ mod tests {
         assert_eq!(file.mode() & 0o7777, 0o4751);
         let link = fs::metadata(destination.join("link")).unwrap();
         assert_eq!(file.ino(), link.ino(), "hard links stay linked");
-        assert_eq!(fs::read_link(destination.join("symlink")).unwrap(), Path::new("file"));
-        assert_eq!(fs::read(destination.join("dir/inner")).unwrap().len(), 3 << 20);
+        assert_eq!(
+            fs::read_link(destination.join("symlink")).unwrap(),
+            Path::new("file")
+        );
+        assert_eq!(
+            fs::read(destination.join("dir/inner")).unwrap().len(),
+            3 << 20
+        );
         let source_mtime = fs::metadata(source.join("dir")).unwrap().mtime_nsec();
         let copy_mtime = fs::metadata(destination.join("dir")).unwrap().mtime_nsec();
-        assert_eq!(source_mtime, copy_mtime, "directory times are set after their contents");
+        assert_eq!(
+            source_mtime, copy_mtime,
+            "directory times are set after their contents"
+        );
     }
 
     #[test]
     fn refuses_an_existing_destination() {
         let scratch = tempfile::tempdir().unwrap();
         let error = copy_tree(scratch.path(), scratch.path()).unwrap_err();
-        assert!(matches!(error, Error::Io { ref source, .. } if source.kind() == io::ErrorKind::AlreadyExists));
+        assert!(
+            matches!(error, Error::Io { ref source, .. } if source.kind() == io::ErrorKind::AlreadyExists)
+        );
     }
 }

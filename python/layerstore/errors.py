@@ -84,4 +84,3 @@ class InvalidLayerData(LayerStoreError, ValueError):
 
 class InvalidStoreData(LayerStoreError, ValueError):
     """A file of the store itself (layers.json, mountpoints.json) cannot be parsed."""
-

@@ -1,9 +1,9 @@
 """The layer record: an immutable :class:`Layer` and its ``layers.json`` form.
 
-The JSON form matches containers/storage 1.43 key for key (SPEC section 2): keys in the Go struct's
-order, empty values omitted (``omitempty``) except ``created``, Go's escaping. Keys this version does
-not know (written by a newer containers/storage) are kept and written back, so opening a store with
-layerstore never drops data.
+The JSON form matches containers/storage 1.43 key for key (SPEC section 2): keys in the Go
+struct's order, empty values omitted (``omitempty``) except ``created``, Go's escaping. Keys this
+version does not know (written by a newer containers/storage) are kept and written back, so
+opening a store with layerstore never drops data.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import ClassVar
 
 __all__ = ["TOKEN_SIZE", "LockFile", "ReadWriteLock"]
 
@@ -73,9 +74,9 @@ class LockFile:
     the one descriptor (closing a second descriptor would drop the first one's POSIX lock).
     """
 
-    _registry: dict[tuple[str, bool], LockFile] = {}
-    _registry_lock = threading.Lock()
-    _live: weakref.WeakSet[LockFile] = weakref.WeakSet()
+    _registry: ClassVar[dict[tuple[str, bool], LockFile]] = {}
+    _registry_lock: ClassVar[threading.Lock] = threading.Lock()
+    _live: ClassVar[weakref.WeakSet[LockFile]] = weakref.WeakSet()
 
     def __init__(self, path: str, *, read_only: bool) -> None:
         self.path = path

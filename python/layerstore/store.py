@@ -61,7 +61,7 @@ __all__ = ["LayerStore"]
 TAR_SPLIT_SUFFIX = ".tar-split.gz"
 
 
-class _NeedsWriter(Exception):
+class _RepairNeededError(Exception):
     """Raised inside a reload under a shared lock when repairs need the exclusive lock."""
 
 
@@ -101,7 +101,9 @@ class LayerStore:
             os.fspath(run_root) if run_root is not None else os.path.join(self.root, "run")
         )
         self.read_only = read_only
-        self.engine: Engine = engine if not isinstance(engine, str | None) else select_engine(engine)
+        self.engine: Engine = (
+            engine if not isinstance(engine, str | None) else select_engine(engine)
+        )
         driver_name, self._driver_reason = choose_driver(self.root, driver)
         self.driver: Driver = open_driver(driver_name, self.root, self.engine)
         self.layers_dir = os.path.join(self.root, f"{driver_name}-layers")
@@ -177,7 +179,7 @@ class LayerStore:
                     elif self._mounts_modified():
                         self._load_mounts()
                 break
-            except _NeedsWriter:
+            except _RepairNeededError:
                 # Another process died mid-operation; cleaning up needs the exclusive lock.
                 lock.release_read()
                 with self._writing():
@@ -226,8 +228,8 @@ class LayerStore:
     def _load(self, mode: Literal["read", "write", "rollback"]) -> None:
         """Read layers.json (and the mount table) into a new index.
 
-        ``read``: under the shared lock; raises _NeedsWriter when repairs are due. ``write``:
-        under the exclusive lock; repairs duplicate names and removes incomplete layers.
+        ``read``: under the shared lock; raises _RepairNeededError when repairs are due.
+        ``write``: under the exclusive lock; repairs duplicate names, removes incomplete layers.
         ``rollback``: after a failed save, take what is on disk as it is.
         """
         token = self._layers_lock.read_token()
@@ -260,7 +262,7 @@ class LayerStore:
                 "read-only so it cannot be repaired; open it read-write once"
             )
         if (names_repaired or incomplete) and not self.read_only and mode == "read":
-            raise _NeedsWriter
+            raise _RepairNeededError
         if self.read_only and incomplete:
             # Another host may be writing these; a read-only store skips them, never deletes.
             layers = [layer for layer in layers if not layer.incomplete]
@@ -305,7 +307,9 @@ class LayerStore:
             except FileNotFoundError:
                 data = b""
             table = decode_mounts(data, source=self._mounts_json)
-        self._mounts = {layer_id: mount for layer_id, mount in table.items() if layer_id in self._index}
+        self._mounts = {
+            layer_id: mount for layer_id, mount in table.items() if layer_id in self._index
+        }
         self._mounts_token = token
         self._mounts_file = file_state
 
@@ -420,7 +424,7 @@ class LayerStore:
 
     def create(
         self,
-        id: str | None = None,  # noqa: A002 - the name containers/storage and our callers use
+        id: str | None = None,
         parent: str | None = None,
         names: Iterable[str] = (),
         mount_label: str = "",
@@ -504,7 +508,9 @@ class LayerStore:
         layer = self._index.get(layer_id)
         if not layer.incomplete:
             # On disk first: if we die from here on, the next open finishes the deletion.
-            self._index.replace(replace(layer, flags=freeze({**layer.flags, INCOMPLETE_FLAG: True})))
+            self._index.replace(
+                replace(layer, flags=freeze({**layer.flags, INCOMPLETE_FLAG: True}))
+            )
             self._save()
         self._remove_layer_files(layer_id)
         self._index.remove(layer_id)
@@ -598,4 +604,3 @@ class LayerStore:
             if key not in layer.big_data_names:
                 self._index.replace(replace(layer, big_data_names=(*layer.big_data_names, key)))
                 self._save()
-

@@ -103,7 +103,9 @@ def choose_driver(root: str, requested: str | None) -> tuple[str, str]:
     """The driver for the store at ``root`` and why it was chosen."""
     if requested is not None:
         if requested not in DRIVER_NAMES:
-            raise ValueError(f"unknown driver {requested!r}: choose one of {', '.join(DRIVER_NAMES)}")
+            raise ValueError(
+                f"unknown driver {requested!r}: choose one of {', '.join(DRIVER_NAMES)}"
+            )
         return requested, "asked for"
     for name in DRIVER_NAMES:
         if os.path.exists(os.path.join(root, f"{name}-layers", "layers.json")):

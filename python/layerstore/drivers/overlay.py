@@ -26,7 +26,7 @@ __all__ = ["OverlayDriver"]
 LINK_DIR = "l"
 LINK_LENGTH = 26
 MAX_DEPTH = 500  # the kernel's overlay stacks this many lower directories at most (Go's limit)
-_LINK_PATTERN = re.compile(r"[A-Z2-7]{%d}" % LINK_LENGTH)
+_LINK_PATTERN = re.compile(f"[A-Z2-7]{{{LINK_LENGTH}}}")
 
 
 def _new_link_name() -> str:

@@ -65,9 +65,7 @@ def _copy_entry(
 def _copy_file_contents(source: str, destination: str) -> None:
     input_fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        output_fd = os.open(
-            destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
-        )
+        output_fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             try:
                 fcntl.ioctl(output_fd, _FICLONE, input_fd)

@@ -1,0 +1,63 @@
+"""Fixtures shared by the test suite: every test that touches bytes runs once per engine."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from layerstore import LayerStore
+from layerstore.engines import ENGINE_NAMES, Engine, select_engine
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", help="run the long versions of slow tests")
+    parser.addoption(
+        "--engine",
+        action="append",
+        choices=ENGINE_NAMES,
+        help="run engine-parametrized tests only for this engine (repeatable)",
+    )
+
+
+def _engine_names(config: pytest.Config) -> list[str]:
+    chosen = config.getoption("--engine")
+    return list(chosen) if chosen else list(ENGINE_NAMES)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "engine_name" in metafunc.fixturenames:
+        metafunc.parametrize("engine_name", _engine_names(metafunc.config))
+
+
+@pytest.fixture
+def engine(engine_name: str) -> Engine:
+    """The engine under test; native must really be native, never a silent fallback."""
+    chosen = select_engine(engine_name)
+    assert chosen.name == engine_name, f"the {engine_name} engine is not available"
+    return chosen
+
+
+def overlay_usable() -> bool:
+    return os.geteuid() == 0 and "overlay" in Path("/proc/filesystems").read_text()
+
+
+@pytest.fixture(params=["vfs", "overlay"])
+def driver_name(request: pytest.FixtureRequest) -> str:
+    if request.param == "overlay" and not overlay_usable():
+        pytest.skip("the overlay driver needs root and a kernel with overlay")
+    return str(request.param)
+
+
+@pytest.fixture
+def store_root(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def store(store_root: Path, driver_name: str, engine: Engine) -> Iterator[LayerStore]:
+    """A fresh read-write store for each driver and engine."""
+    with LayerStore(store_root, driver=driver_name, engine=engine) as opened:
+        yield opened
