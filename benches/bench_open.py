@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from datasets import scratch_directory, write_store_of_layers
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from layerstore import LayerStore
+
+from datasets import scratch_directory, write_store_of_layers
 
 LAYER_COUNT = 10_000
 
