@@ -61,7 +61,7 @@ def demo(engine: str | None) -> int:
         if not same:
             raise LayerStoreError("the second store read back something else than was written")
         print("  read back by the second store: names, parents, metadata and big data match")
-        _timed("delete both layers", lambda: (store.delete("app"), store.delete("base")))
+        _timed("delete both layers", lambda: _delete(store, "app", "base"))
         return 0
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -70,6 +70,11 @@ def demo(engine: str | None) -> int:
 def _annotate(store: LayerStore) -> None:
     store.set_metadata("app", "built by the layerstore demo")
     store.set_big_data("app", "manifest", b'{"schemaVersion": 2}')
+
+
+def _delete(store: LayerStore, *names: str) -> None:
+    for name in names:
+        store.delete(name)
 
 
 def _move_name(store: LayerStore) -> None:
