@@ -4,8 +4,13 @@
 //! job detached (other Python threads keep running), and maps errors onto `layerstore.errors`.
 //! The work itself lives in the modules below, which know nothing of Python.
 
+pub mod compress;
 pub mod copy;
+pub mod crc64;
+pub mod digest;
 pub mod error;
+pub mod paths;
+pub mod tarsplit;
 
 #[pyo3::pymodule]
 mod _native {

@@ -1,0 +1,13 @@
+//! tar-split: the metadata that lets a layer's tar be rebuilt byte for byte from its files.
+//!
+//! [`walker`] reads a tar stream at the 512-byte-block level exactly as tar-split's fork of Go's
+//! `archive/tar` does with `RawAccounting` on, and records what it reads through [`packer`] as
+//! JSON lines. A reader for reassembly belongs beside them (`unpacker`, `assemble`).
+
+pub mod header;
+pub mod packer;
+pub mod walker;
+
+pub use header::{Header, Time};
+pub use packer::Packer;
+pub use walker::Walker;

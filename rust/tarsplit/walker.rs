@@ -1,0 +1,366 @@
+//! Walking a tar stream as tar-split's fork of Go's `archive/tar` does with `RawAccounting`,
+//! and recording it as tar-split entries (Go's `asm.NewInputTarStream`).
+//!
+//! For each entry the bytes that are not file content (the previous entry's padding, header
+//! blocks, PAX and GNU long-name data) become one segment; the content becomes a file entry with
+//! its CRC-64. After the end-of-archive blocks, everything left in the stream is kept in
+//! segments of 1 MiB, then one empty segment ends the list.
+
+use std::io::{BufRead, Write};
+
+use crate::crc64::Crc64;
+use crate::error::{Error, Result};
+use crate::tarsplit::header::{
+    format_of, is_header_only, is_sparse_pax, merge_pax, parse_block, parse_pax, parse_string,
+    Header, PaxRecords, BLOCK,
+};
+use crate::tarsplit::packer::Packer;
+
+/// Largest PAX or GNU long-name data we read (Go's upstream `maxSpecialFileSize`).
+pub const MAX_SPECIAL_FILE: u64 = 1 << 20;
+/// Largest run of non-content bytes before one entry (headers, PAX and long-name data). No real
+/// archive comes near it; it keeps memory flat against endless chains of meta headers.
+pub const MAX_RAW: usize = 64 << 20;
+/// Size of the segments that hold what follows the archive.
+pub const TRAILING_CHUNK: usize = 1 << 20;
+
+/// Reads a tar stream from `R` and writes its tar-split entries through a [`Packer`].
+pub struct Walker<R: BufRead, W: Write> {
+    input: R,
+    packer: Packer<W>,
+    /// Decompressed bytes consumed so far.
+    offset: u64,
+    /// Non-content bytes of the entry being read.
+    raw: Vec<u8>,
+    /// Padding owed by the current entry, read before the next header.
+    pad: usize,
+    /// Content bytes of the current entry not read yet.
+    remaining: u64,
+    crc: Crc64,
+    /// The file entry to write once the current entry's content is read.
+    pending: Option<Pending>,
+    ended: bool,
+}
+
+struct Pending {
+    name: Vec<u8>,
+    size: i64,
+    with_crc: bool,
+}
+
+/// How a read of up to `n` bytes ended.
+enum Filled {
+    Full,
+    Short(usize),
+}
+
+impl<R: BufRead, W: Write> Walker<R, W> {
+    /// A walker over `input`, recording to `packer`.
+    pub fn new(input: R, packer: Packer<W>) -> Self {
+        Self {
+            input,
+            packer,
+            offset: 0,
+            raw: Vec::with_capacity(4 * BLOCK),
+            pad: 0,
+            remaining: 0,
+            crc: Crc64::new(),
+            pending: None,
+            ended: false,
+        }
+    }
+
+    /// Decompressed bytes consumed so far.
+    #[must_use]
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Append up to `count` bytes of input to `self.raw`.
+    fn read_raw(&mut self, count: usize) -> Result<Filled> {
+        let mut left = count;
+        while left > 0 {
+            let available = self.input.fill_buf().map_err(input_error)?;
+            if available.is_empty() {
+                return Ok(Filled::Short(count - left));
+            }
+            let take = available.len().min(left);
+            self.raw.extend_from_slice(&available[..take]);
+            self.input.consume(take);
+            self.offset += take as u64;
+            left -= take;
+        }
+        Ok(Filled::Full)
+    }
+
+    /// The next entry, with its non-content bytes recorded; `None` at the end of the archive.
+    ///
+    /// Whatever is left of the previous entry's content is read (and checksummed) first.
+    pub fn next_entry(&mut self) -> Result<Option<Header>> {
+        if self.ended {
+            return Ok(None);
+        }
+        self.finish_content()?;
+        self.raw.clear();
+        match self.read_entry()? {
+            Some(header) => {
+                if !self.raw.is_empty() {
+                    self.packer.add_segment(&self.raw)?;
+                }
+                self.packer.claim_name(&header.name)?;
+                self.pending = Some(Pending {
+                    name: header.name.clone(),
+                    size: header.size,
+                    with_crc: header.size > 0,
+                });
+                Ok(Some(header))
+            }
+            None => {
+                self.ended = true;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Go's `Reader.next`: headers until one that is an entry of its own.
+    fn read_entry(&mut self) -> Result<Option<Header>> {
+        let mut pax: Option<PaxRecords> = None;
+        let mut long_name: Vec<u8> = Vec::new();
+        let mut long_link: Vec<u8> = Vec::new();
+        loop {
+            if self.pad > 0 {
+                let start = self.raw.len();
+                let pad = std::mem::take(&mut self.pad);
+                if let Filled::Short(_) = self.read_raw(pad)? {
+                    // Go's tryReadFull: the archive ends, and a partial padding is not kept.
+                    self.raw.truncate(start);
+                    return Ok(None);
+                }
+            }
+            if self.raw.len() > MAX_RAW {
+                return Err(tar_error(
+                    self.offset,
+                    "too many meta headers before one entry",
+                ));
+            }
+            let offset = self.offset;
+            let start = self.raw.len();
+            match self.read_raw(BLOCK)? {
+                Filled::Full => {}
+                Filled::Short(0) => return Ok(None),
+                Filled::Short(_) => return Err(tar_error(offset, "truncated header")),
+            }
+            let mut block = [0u8; BLOCK];
+            block.copy_from_slice(&self.raw[start..]);
+            if block.iter().all(|&byte| byte == 0) {
+                let second = self.raw.len();
+                return match self.read_raw(BLOCK)? {
+                    Filled::Short(0) => Ok(None),
+                    Filled::Short(_) => Err(tar_error(
+                        offset + BLOCK as u64,
+                        "truncated end-of-archive block",
+                    )),
+                    Filled::Full if self.raw[second..].iter().all(|&byte| byte == 0) => Ok(None),
+                    Filled::Full => Err(tar_error(
+                        offset,
+                        "a zero block followed by a non-zero block",
+                    )),
+                };
+            }
+            let Some(format) = format_of(&block) else {
+                return Err(tar_error(offset, "invalid tar header checksum"));
+            };
+            let mut header =
+                parse_block(&block, format).map_err(|_| tar_error(offset, "invalid tar header"))?;
+            let datasize = Self::datasize(&header, offset)?;
+            self.pad = padding(datasize);
+            match header.typeflag {
+                b'x' | b'g' => {
+                    let data = self.special_data(datasize, offset, "PAX header")?;
+                    let records = parse_pax(&self.raw[data..])
+                        .map_err(|_| tar_error(offset, "invalid PAX header"))?;
+                    if header.typeflag == b'g' {
+                        // The global header is an entry of its own; Go merges its records into
+                        // it only for the name, and ignores their errors.
+                        if let Some(path) = records.get(&b"path"[..]).filter(|p| !p.is_empty()) {
+                            header.name.clone_from(path);
+                        }
+                        return Ok(Some(Header {
+                            typeflag: b'g',
+                            name: header.name,
+                            ..Header::default()
+                        }));
+                    }
+                    pax = Some(records);
+                }
+                b'L' | b'K' => {
+                    let data = self.special_data(datasize, offset, "GNU long name")?;
+                    let name = parse_string(&self.raw[data..]).to_vec();
+                    if header.typeflag == b'L' {
+                        long_name = name;
+                    } else {
+                        long_link = name;
+                    }
+                }
+                _ => {
+                    if let Some(records) = &pax {
+                        merge_pax(&mut header, records)
+                            .map_err(|_| tar_error(offset, "invalid PAX record"))?;
+                    }
+                    if !long_name.is_empty() {
+                        header.name = long_name;
+                    }
+                    if !long_link.is_empty() {
+                        header.linkname = long_link;
+                    }
+                    if header.typeflag == 0 {
+                        header.typeflag = if header.name.ends_with(b"/") {
+                            b'5'
+                        } else {
+                            b'0'
+                        };
+                    }
+                    let datasize = Self::datasize(&header, offset)?;
+                    if header.typeflag == b'S' || pax.as_ref().is_some_and(is_sparse_pax) {
+                        return Err(tar_error(
+                            offset,
+                            &format!(
+                                "entry {:?} is a sparse file: sparse files cannot be stored \
+                                 byte-exactly and are not supported",
+                                String::from_utf8_lossy(&header.name)
+                            ),
+                        ));
+                    }
+                    self.pad = padding(datasize);
+                    self.remaining = datasize;
+                    self.crc = Crc64::new();
+                    return Ok(Some(header));
+                }
+            }
+        }
+    }
+
+    /// Go's `handleRegularFile`: the content length, 0 for header-only types.
+    fn datasize(header: &Header, offset: u64) -> Result<u64> {
+        if is_header_only(header.typeflag) {
+            return Ok(0);
+        }
+        u64::try_from(header.size).map_err(|_| tar_error(offset, "negative size"))
+    }
+
+    /// Read PAX or long-name data into `raw`; returns where it starts there.
+    fn special_data(&mut self, size: u64, offset: u64, what: &str) -> Result<usize> {
+        if size > MAX_SPECIAL_FILE {
+            return Err(tar_error(
+                offset,
+                &format!("{what} of {size} bytes is larger than 1 MiB"),
+            ));
+        }
+        let start = self.raw.len();
+        // At most 1 MiB: fits any usize.
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        match self.read_raw(size)? {
+            Filled::Full => Ok(start),
+            Filled::Short(_) => Err(tar_error(offset, &format!("{what} is truncated"))),
+        }
+    }
+
+    /// Content bytes of the current entry not read yet.
+    #[must_use]
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// Stream the rest of the current entry's content to `sink`, in the pieces the input holds.
+    pub fn read_content(&mut self, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        while self.remaining > 0 {
+            let available = self.input.fill_buf().map_err(input_error)?;
+            if available.is_empty() {
+                let name = self
+                    .pending
+                    .as_ref()
+                    .map(|p| String::from_utf8_lossy(&p.name).into_owned())
+                    .unwrap_or_default();
+                return Err(tar_error(
+                    self.offset,
+                    &format!(
+                        "entry {name:?} is truncated ({} bytes of content missing)",
+                        self.remaining
+                    ),
+                ));
+            }
+            let take = usize::try_from(self.remaining)
+                .unwrap_or(usize::MAX)
+                .min(available.len());
+            let chunk = &available[..take];
+            self.crc.update(chunk);
+            sink(chunk)?;
+            self.input.consume(take);
+            self.offset += take as u64;
+            self.remaining -= take as u64;
+        }
+        Ok(())
+    }
+
+    /// Read what the consumer left of the content, then write the file entry.
+    fn finish_content(&mut self) -> Result<()> {
+        if self.pending.is_none() {
+            return Ok(());
+        }
+        self.read_content(&mut |_| Ok(()))?;
+        if let Some(pending) = self.pending.take() {
+            let crc = pending.with_crc.then(|| self.crc.finish());
+            self.packer.add_file(&pending.name, pending.size, crc)?;
+        }
+        Ok(())
+    }
+
+    /// After [`Walker::next_entry`] gave `None`: record the end blocks and everything after them,
+    /// and return the packer.
+    pub fn finish(mut self) -> Result<Packer<W>> {
+        while self.next_entry()?.is_some() {}
+        if !self.raw.is_empty() {
+            self.packer.add_segment(&self.raw)?;
+        }
+        let mut chunk = std::mem::take(&mut self.raw);
+        chunk.clear();
+        chunk.reserve(TRAILING_CHUNK);
+        loop {
+            let available = self.input.fill_buf().map_err(input_error)?;
+            if available.is_empty() {
+                break;
+            }
+            let take = available.len().min(TRAILING_CHUNK - chunk.len());
+            chunk.extend_from_slice(&available[..take]);
+            self.input.consume(take);
+            self.offset += take as u64;
+            if chunk.len() == TRAILING_CHUNK {
+                self.packer.add_segment(&chunk)?;
+                chunk.clear();
+            }
+        }
+        if !chunk.is_empty() {
+            self.packer.add_segment(&chunk)?;
+        }
+        self.packer.add_segment(&[])?;
+        Ok(self.packer)
+    }
+}
+
+fn tar_error(offset: u64, message: &str) -> Error {
+    Error::InvalidLayerData(format!("invalid tar archive at offset {offset}: {message}"))
+}
+
+/// A failure of the stream under the walker (its source or its decompressor).
+fn input_error(source: std::io::Error) -> Error {
+    Error::Io {
+        source,
+        path: "layer stream".into(),
+    }
+}
+
+/// Go's `blockPadding`: bytes from `size` to the next block boundary.
+fn padding(size: u64) -> usize {
+    // Always below 512.
+    usize::try_from(size.wrapping_neg() & (BLOCK as u64 - 1)).unwrap_or(0)
+}
