@@ -22,14 +22,14 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Self
 
 from . import gojson
 from .atomic import write_atomic
 from .bigdata import big_data_file_name
 from .drivers import Driver, choose_driver, open_driver, remove_tree
-from .engines import Engine, select_engine
+from .engines import DiffSource, Engine, select_engine
 from .errors import (
     BigDataUnknown,
     DuplicateID,
@@ -59,6 +59,47 @@ from .mounts import MountPoint, decode_mounts, encode_mounts
 __all__ = ["LayerStore"]
 
 TAR_SPLIT_SUFFIX = ".tar-split.gz"
+
+
+@dataclass(frozen=True, slots=True)
+class _CreateRequest:
+    """The checked arguments of create and put, validated before the lock is taken."""
+
+    id: str | None
+    parent: str | None
+    names: tuple[str, ...]
+    mount_label: str
+    writeable: bool
+    flags: dict[str, Any]
+    uid_map: tuple[IDMap, ...]
+    gid_map: tuple[IDMap, ...]
+
+    def __init__(
+        self,
+        layer_id: str | None,
+        parent: str | None,
+        names: Iterable[str],
+        mount_label: str,
+        writeable: bool,
+        flags: Mapping[str, Any] | None,
+        uid_map: Iterable[IDMap | tuple[int, int, int]] | None,
+        gid_map: Iterable[IDMap | tuple[int, int, int]] | None,
+    ) -> None:
+        if layer_id is not None:
+            check_layer_id(layer_id)
+        user_flags = dict(flags or {})
+        gojson.dumps(user_flags)  # refuse flags that cannot be stored before touching disk
+        for attribute, value in (
+            ("id", layer_id),
+            ("parent", parent),
+            ("names", _dedupe(names)),
+            ("mount_label", mount_label),
+            ("writeable", writeable),
+            ("flags", user_flags),
+            ("uid_map", id_maps(uid_map)),
+            ("gid_map", id_maps(gid_map)),
+        ):
+            object.__setattr__(self, attribute, value)
 
 
 class _RepairNeededError(Exception):
@@ -440,42 +481,134 @@ class LayerStore:
         the flag is cleared when the layer is whole; on failure everything made is removed.
         Raises DuplicateID, DuplicateName, LayerUnknown (parent) or StoreIsReadOnly.
         """
-        wanted_names = _dedupe(names)
-        user_flags = dict(flags or {})
-        gojson.dumps(user_flags)  # refuse flags that cannot be stored before touching disk
-        record_uid_map, record_gid_map = id_maps(uid_map), id_maps(gid_map)
-        if id is not None:
-            check_layer_id(id)
+        request = _CreateRequest(id, parent, names, mount_label, writeable, flags, uid_map, gid_map)
         with self._writing():
-            layer_id = id if id is not None else self._fresh_id()
-            if layer_id in self._index:
-                raise DuplicateID(f"a layer with id {layer_id} already exists")
-            parent_id = self._index.lookup(parent) if parent else ""
-            for name in wanted_names:
-                owner = self._index.owner_of(name)
-                if owner is not None:
-                    raise DuplicateName(f"the name {name!r} is already used by layer {owner}")
-            layer = Layer(
-                id=layer_id,
-                names=wanted_names,
-                parent=parent_id,
-                mount_label=mount_label,
-                created=format_created(),
-                flags=freeze({**user_flags, INCOMPLETE_FLAG: True}),
-                uid_map=record_uid_map,
-                gid_map=record_gid_map,
-            )
-            self._index.add(layer)
-            self._save(mounts=True)
+            layer = self._create_locked(request)
             try:
-                self.driver.create(layer_id, parent_id, writeable=writeable)
-                layer = replace(layer, flags=freeze(user_flags))
-                self._index.replace(layer)
-                self._save()
+                return self._finish_locked(layer)
             except BaseException:
-                self._abandon(layer_id)
+                self._abandon(layer.id)
                 raise
-            return layer
+
+    def put(
+        self,
+        diff: DiffSource,
+        id: str | None = None,
+        parent: str | None = None,
+        names: Iterable[str] = (),
+        mount_label: str = "",
+        writeable: bool = False,
+        flags: Mapping[str, Any] | None = None,
+        *,
+        uid_map: Iterable[IDMap | tuple[int, int, int]] | None = None,
+        gid_map: Iterable[IDMap | tuple[int, int, int]] | None = None,
+        compressed_digest: str | None = None,
+        uncompressed_digest: str | None = None,
+    ) -> tuple[Layer, int]:
+        """Create a layer and apply ``diff`` to it, as an image pull does; returns the layer and
+        the bytes its files take.
+
+        ``diff`` is a path, a bytes-like object or a binary file object holding a tar, plain or
+        compressed (gzip, zstd, bzip2, xz). ``compressed_digest``/``uncompressed_digest`` are
+        trusted ``sha256:`` digests of the blob as given and uncompressed: when known they are
+        not computed again. If anything fails, nothing of the layer remains. Raises
+        InvalidLayerData for a bad blob, plus whatever :meth:`create` raises.
+        """
+        request = _CreateRequest(id, parent, names, mount_label, writeable, flags, uid_map, gid_map)
+        with self._writing():
+            layer = self._create_locked(request)
+            try:
+                size = self._apply_locked(layer, diff, compressed_digest, uncompressed_digest)
+                return self._finish_locked(self._index.get(layer.id)), size
+            except BaseException:
+                self._abandon(layer.id)
+                raise
+
+    def apply_diff(
+        self,
+        name: str,
+        diff: DiffSource,
+        *,
+        compressed_digest: str | None = None,
+        uncompressed_digest: str | None = None,
+    ) -> int:
+        """Apply ``diff`` (see :meth:`put`) to an existing layer; returns the bytes its files take.
+
+        The layer's digests, sizes, uid/gid sets and tar-split are replaced when the whole blob
+        was applied. If it fails part-way, the record and tar-split stay as they were but the
+        layer's files may be partly changed: delete the layer.
+        """
+        with self._writing():
+            layer = self._index.get(self._index.lookup(name))
+            return self._apply_locked(layer, diff, compressed_digest, uncompressed_digest)
+
+    def _create_locked(self, request: _CreateRequest) -> Layer:
+        """Save a new record flagged incomplete and make its driver directories."""
+        if request.id is not None:
+            check_layer_id(request.id)
+        layer_id = request.id if request.id is not None else self._fresh_id()
+        if layer_id in self._index:
+            raise DuplicateID(f"a layer with id {layer_id} already exists")
+        parent_id = self._index.lookup(request.parent) if request.parent else ""
+        for name in request.names:
+            owner = self._index.owner_of(name)
+            if owner is not None:
+                raise DuplicateName(f"the name {name!r} is already used by layer {owner}")
+        layer = Layer(
+            id=layer_id,
+            names=request.names,
+            parent=parent_id,
+            mount_label=request.mount_label,
+            created=format_created(),
+            flags=freeze({**request.flags, INCOMPLETE_FLAG: True}),
+            uid_map=request.uid_map,
+            gid_map=request.gid_map,
+        )
+        self._index.add(layer)
+        self._save(mounts=True)
+        try:
+            self.driver.create(layer_id, parent_id, writeable=request.writeable)
+        except BaseException:
+            self._abandon(layer_id)
+            raise
+        return layer
+
+    def _finish_locked(self, layer: Layer) -> Layer:
+        """Clear the incomplete flag: the layer is whole."""
+        flags = {key: value for key, value in layer.flags.items() if key != INCOMPLETE_FLAG}
+        finished = replace(layer, flags=freeze(flags))
+        self._index.replace(finished)
+        self._save()
+        return finished
+
+    def _apply_locked(
+        self,
+        layer: Layer,
+        diff: DiffSource,
+        compressed_digest: str | None,
+        uncompressed_digest: str | None,
+    ) -> int:
+        result = self.engine.apply_layer(
+            diff,
+            self.driver.layer_dir(layer.id),
+            os.path.join(self.layers_dir, layer.id + TAR_SPLIT_SUFFIX),
+            whiteout_format=self.driver.whiteout_format,
+            trusted_compressed_digest=compressed_digest,
+            trusted_uncompressed_digest=uncompressed_digest,
+        )
+        applied = replace(
+            layer,
+            compressed_digest=result.compressed_digest,
+            compressed_size=result.compressed_size,
+            uncompressed_digest=result.uncompressed_digest,
+            uncompressed_size=result.uncompressed_size,
+            compression=result.compression,
+            uids=result.uids,
+            gids=result.gids,
+        )
+        self._index.replace(applied)
+        self._save()
+        return result.size
 
     def _fresh_id(self) -> str:
         layer_id = new_layer_id()

@@ -28,6 +28,9 @@ class Driver(ABC):
     """The part of the store that knows where a layer's files are."""
 
     name: str
+    whiteout_format: str
+    """How this driver stores whiteouts: ``"overlay"`` (device nodes, opaque xattrs) or
+    ``"vfs"`` (the whited-out files are simply removed from the copy)."""
 
     def __init__(self, root: str, engine: Engine) -> None:
         self.root = root

@@ -37,6 +37,7 @@ class OverlayDriver(Driver):
     """Layers in ``ROOT/overlay/<id>``, stacked by the kernel's overlay file system."""
 
     name = "overlay"
+    whiteout_format = "overlay"
 
     def _dir(self, layer_id: str) -> str:
         return os.path.join(self.home, layer_id)

@@ -18,6 +18,7 @@ class VfsDriver(Driver):
     """Layers in ``ROOT/vfs/dir/<id>``."""
 
     name = "vfs"
+    whiteout_format = "vfs"
 
     def _dir(self, layer_id: str) -> str:
         return os.path.join(self.home, "dir", layer_id)

@@ -11,11 +11,38 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, TypeAlias
 
-__all__ = ["ENGINE_NAMES", "Engine", "select_engine"]
+from ..layer import Compression
+
+__all__ = ["ENGINE_NAMES", "ApplyResult", "DiffSource", "Engine", "Readable", "select_engine"]
 
 ENGINE_NAMES = ("native", "pure")
+
+
+class Readable(Protocol):
+    """A binary stream: a file, a pipe, a socket, an HTTP response body."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+DiffSource: TypeAlias = "str | os.PathLike[str] | bytes | bytearray | memoryview | Readable"
+"""What ApplyDiff reads: a path, bytes in memory, or a binary stream read front to back."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What applying a layer blob found out (docs/apply.md section 6)."""
+
+    compressed_digest: str
+    compressed_size: int
+    uncompressed_digest: str
+    uncompressed_size: int
+    compression: Compression
+    uids: tuple[int, ...]
+    gids: tuple[int, ...]
+    size: int
 
 
 class Engine(Protocol):
@@ -29,6 +56,23 @@ class Engine(Protocol):
         Owners, modes (setuid, setgid, sticky included), nanosecond times, extended attributes,
         hard links within the tree, symlinks, fifos, sockets and device nodes are reproduced.
         Regular files share extents with the source where the file system allows.
+        """
+        ...
+
+    def apply_layer(
+        self,
+        source: DiffSource,
+        destination: str,
+        tar_split_path: str,
+        *,
+        whiteout_format: str,
+        trusted_compressed_digest: str | None = None,
+        trusted_uncompressed_digest: str | None = None,
+    ) -> ApplyResult:
+        """Apply a layer blob to ``destination`` and record its tar-split (docs/apply.md).
+
+        Decompresses, digests, walks and extracts in one pass; writes ``tar_split_path`` only
+        when the whole blob was applied. Raises InvalidLayerData for bad input.
         """
         ...
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 from .. import _native
+from ..layer import Compression
+from . import ApplyResult, DiffSource
 
 __all__ = ["NativeEngine"]
 
@@ -16,3 +18,45 @@ class NativeEngine:
 
     def copy_tree(self, source: str, destination: str) -> None:
         _native.copy_tree(os.fspath(source), os.fspath(destination))
+
+    def apply_layer(
+        self,
+        source: DiffSource,
+        destination: str,
+        tar_split_path: str,
+        *,
+        whiteout_format: str,
+        trusted_compressed_digest: str | None = None,
+        trusted_uncompressed_digest: str | None = None,
+    ) -> ApplyResult:
+        if isinstance(source, os.PathLike):
+            source = os.fspath(source)
+        elif isinstance(source, memoryview):
+            source = source.tobytes()  # the extension reads bytes and bytearray without a copy
+        (
+            compressed_digest,
+            compressed_size,
+            uncompressed_digest,
+            uncompressed_size,
+            compression,
+            uids,
+            gids,
+            size,
+        ) = _native.apply_layer(
+            source,
+            os.fspath(destination),
+            os.fspath(tar_split_path),
+            whiteout_format,
+            trusted_compressed_digest,
+            trusted_uncompressed_digest,
+        )
+        return ApplyResult(
+            compressed_digest=compressed_digest,
+            compressed_size=compressed_size,
+            uncompressed_digest=uncompressed_digest,
+            uncompressed_size=uncompressed_size,
+            compression=Compression(compression),
+            uids=tuple(uids),
+            gids=tuple(gids),
+            size=size,
+        )

@@ -1,4 +1,4 @@
-"""The pure engine: the same byte work as the native one, with the standard library only."""
+"""Copying a layer's tree (the vfs driver's create), in Python."""
 
 from __future__ import annotations
 
@@ -7,22 +7,18 @@ import fcntl
 import os
 import stat
 
-__all__ = ["PureEngine"]
+__all__ = ["copy_tree"]
 
 _FICLONE = 0x40049409  # ioctl number of FICLONE on Linux (share extents between files)
 _COPY_CHUNK = 1 << 30
 
 
-class PureEngine:
-    """Byte work in Python; slower than native, identical in results."""
-
-    name = "pure"
-
-    def copy_tree(self, source: str, destination: str) -> None:
-        source_stat = os.lstat(source)
-        if not stat.S_ISDIR(source_stat.st_mode):
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), source)
-        _copy_directory(source, destination, source_stat, {})
+def copy_tree(source: str, destination: str) -> None:
+    """Copy the directory ``source`` to ``destination`` (see Engine.copy_tree)."""
+    source_stat = os.lstat(source)
+    if not stat.S_ISDIR(source_stat.st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), source)
+    _copy_directory(source, destination, source_stat, {})
 
 
 def _copy_directory(

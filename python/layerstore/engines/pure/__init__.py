@@ -1,0 +1,41 @@
+"""The pure engine: the same byte work as the native one, with the standard library only.
+
+(and python-zstandard for zstd). Its modules mirror the Rust ones: ``compress``, ``crc64``,
+``tarwalk`` and ``tarsplit``, ``extract``, ``apply``, ``copy``.
+"""
+
+from __future__ import annotations
+
+from .. import ApplyResult, DiffSource
+from .apply import apply_layer
+from .copy import copy_tree
+
+__all__ = ["PureEngine"]
+
+
+class PureEngine:
+    """Byte work in Python; slower than native, identical in results."""
+
+    name = "pure"
+
+    def copy_tree(self, source: str, destination: str) -> None:
+        copy_tree(source, destination)
+
+    def apply_layer(
+        self,
+        source: DiffSource,
+        destination: str,
+        tar_split_path: str,
+        *,
+        whiteout_format: str,
+        trusted_compressed_digest: str | None = None,
+        trusted_uncompressed_digest: str | None = None,
+    ) -> ApplyResult:
+        return apply_layer(
+            source,
+            destination,
+            tar_split_path,
+            whiteout_format=whiteout_format,
+            trusted_compressed_digest=trusted_compressed_digest,
+            trusted_uncompressed_digest=trusted_uncompressed_digest,
+        )

@@ -1,0 +1,178 @@
+"""ApplyDiff in one pass: read, digest, decompress, digest, walk, record tar-split, extract."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from ... import gopath
+from ...layer import Compression
+from .. import ApplyResult, DiffSource
+from .compress import MAGIC_LENGTH, Readable, decompressing_reader, detect_compression
+from .crc64 import Crc64
+from .extract import Extractor
+from .tarsplit import TarSplitWriter
+from .tarwalk import TarWalker
+
+__all__ = ["apply_layer"]
+
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_READ_SIZE = 1 << 20
+
+
+class _CountingReader:
+    """Reads a source once, front to back, counting and (optionally) hashing what passes."""
+
+    def __init__(self, read: Readable, hashing: bool) -> None:
+        self._read = read
+        self.hash = hashlib.sha256() if hashing else None
+        self.size = 0
+
+    def read(self, size: int, /) -> bytes:
+        data = self._read.read(size)
+        if data:
+            self.size += len(data)
+            if self.hash is not None:
+                self.hash.update(data)
+        return bytes(data) if not isinstance(data, bytes) else data
+
+
+class _Prefixed:
+    """A reader that returns ``head`` first, then the rest of ``rest``."""
+
+    def __init__(self, head: bytes, rest: Readable) -> None:
+        self._head = head
+        self._rest = rest
+
+    def read(self, size: int, /) -> bytes:
+        if self._head:
+            data, self._head = self._head[:size], self._head[size:]
+            return data
+        return self._rest.read(size)
+
+
+class _BufferReader:
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        self._view = memoryview(data).cast("B")
+        self._position = 0
+
+    def read(self, size: int, /) -> bytes:
+        data = self._view[self._position : self._position + size]
+        self._position += len(data)
+        return bytes(data)
+
+
+def _check_digest(value: str | None, what: str) -> str | None:
+    if value is not None and not _DIGEST.fullmatch(value):
+        raise ValueError(f"trusted {what} digest {value!r} is not of the form sha256:<64 hex>")
+    return value
+
+
+def _open_source(source: DiffSource) -> tuple[Readable, BinaryIO | None]:
+    if isinstance(source, str | os.PathLike):
+        handle = open(source, "rb")
+        return handle, handle
+    if isinstance(source, bytes | bytearray | memoryview):
+        return _BufferReader(source), None
+    if not callable(getattr(source, "read", None)):
+        raise TypeError(
+            f"a diff is a path, a bytes-like object or a binary file object, "
+            f"not {type(source).__name__}"
+        )
+    return source, None
+
+
+def apply_layer(
+    source: DiffSource,
+    destination: str,
+    tar_split_path: str,
+    *,
+    whiteout_format: str,
+    trusted_compressed_digest: str | None = None,
+    trusted_uncompressed_digest: str | None = None,
+) -> ApplyResult:
+    """See docs/apply.md: the contract both engines implement."""
+    _check_digest(trusted_compressed_digest, "compressed")
+    _check_digest(trusted_uncompressed_digest, "uncompressed")
+    extractor = Extractor(destination, whiteout_format)
+    readable, handle = _open_source(source)
+    writer: TarSplitWriter | None = None
+    try:
+        writer = TarSplitWriter(tar_split_path)
+        compressed = _CountingReader(readable, trusted_compressed_digest is None)
+        head = _read_head(compressed)
+        compression = detect_compression(head)
+        uncompressed = _CountingReader(
+            decompressing_reader(_Prefixed(head, compressed), compression),
+            trusted_uncompressed_digest is None,
+        )
+        uids, gids = _walk(TarWalker(uncompressed), extractor, writer)
+        extractor.finish()
+        writer.commit()
+        writer = None
+    finally:
+        if writer is not None:
+            writer.abort()
+        extractor.close()
+        if handle is not None:
+            handle.close()
+    return ApplyResult(
+        compressed_digest=trusted_compressed_digest or _hex(compressed),
+        compressed_size=compressed.size,
+        uncompressed_digest=trusted_uncompressed_digest or _hex(uncompressed),
+        uncompressed_size=uncompressed.size,
+        compression=Compression(compression),
+        uids=tuple(sorted(uids)),
+        gids=tuple(sorted(gids)),
+        size=extractor.size,
+    )
+
+
+def _read_head(reader: _CountingReader) -> bytes:
+    head = b""
+    while len(head) < MAGIC_LENGTH:
+        chunk = reader.read(MAGIC_LENGTH - len(head))
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+def _hex(reader: _CountingReader) -> str:
+    assert reader.hash is not None
+    return "sha256:" + reader.hash.hexdigest()
+
+
+def _walk(
+    walker: TarWalker, extractor: Extractor, writer: TarSplitWriter
+) -> tuple[set[int], set[int]]:
+    uids: set[int] = set()
+    gids: set[int] = set()
+    for entry in walker.entries():
+        if entry.raw:
+            writer.segment(entry.raw)
+        if not gopath.base(entry.name).startswith(b".wh."):
+            uids.add(entry.uid & 0xFFFFFFFF)
+            gids.add(entry.gid & 0xFFFFFFFF)
+        crc = Crc64() if entry.size > 0 else None
+        content = _checked(walker.content(entry), crc)
+        extractor.extract(entry, content)
+        for _ in content:  # whatever the extractor did not need still counts
+            pass
+        writer.file(entry.name, entry.size, crc.digest() if crc else None, entry.offset)
+    if walker.final_raw:
+        writer.segment(walker.final_raw)
+    for chunk in walker.trailing(_READ_SIZE):
+        writer.segment(chunk)
+    writer.segment(b"")
+    return uids, gids
+
+
+def _checked(chunks: Iterator[bytes], crc: Crc64 | None) -> Iterator[bytes]:
+    for chunk in chunks:
+        if crc is not None:
+            crc.update(chunk)
+        yield chunk

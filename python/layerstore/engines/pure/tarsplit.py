@@ -1,0 +1,89 @@
+"""tar-split files: the JSON lines that let a layer's exact tarball be rebuilt (SPEC section 5)."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import os
+
+from ... import gojson, gopath
+from ...atomic import fsync_directory
+from ...errors import InvalidLayerData
+
+__all__ = ["TarSplitWriter", "file_line", "segment_line"]
+
+FILE_TYPE = 1
+SEGMENT_TYPE = 2
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def segment_line(payload: bytes, position: int) -> bytes:
+    return b'{"type":2,"payload":"%s","position":%d}\n' % (_b64(payload).encode(), position)
+
+
+def file_line(name: bytes, size: int, crc: bytes | None, position: int) -> bytes:
+    """One file entry: ``name`` (or ``name_raw`` when not UTF-8), ``size``, CRC payload."""
+    parts = ['{"type":1']
+    if name:
+        try:
+            parts.append(',"name":' + gojson.dumps(name.decode("utf-8")))
+        except UnicodeDecodeError:
+            parts.append(f',"name_raw":"{_b64(name)}"')
+    if size:
+        parts.append(f',"size":{size}')
+    parts.append(f',"payload":"{_b64(crc)}"' if crc is not None else ',"payload":null')
+    parts.append(f',"position":{position}}}\n')
+    return "".join(parts).encode("utf-8")
+
+
+class TarSplitWriter:
+    """Writes ``<path>.tmp`` as lines arrive; :meth:`commit` makes it ``path``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._temporary = path + ".tmp"
+        self._file = open(self._temporary, "wb")
+        os.fchmod(self._file.fileno(), 0o600)
+        self._gzip = gzip.GzipFile(fileobj=self._file, mode="wb", compresslevel=1, mtime=0)
+        self._position = 0
+        self._seen: set[bytes] = set()
+        # Names are remembered as keyed 128-bit hashes: memory stays small whatever their length.
+        self._key = os.urandom(16)
+
+    def segment(self, payload: bytes) -> None:
+        self._gzip.write(segment_line(payload, self._position))
+        self._position += 1
+
+    def file(self, name: bytes, size: int, crc: bytes | None, offset: int) -> None:
+        key = hashlib.blake2b(gopath.clean(name), digest_size=16, key=self._key).digest()
+        if key in self._seen:
+            shown = name.decode("utf-8", "backslashreplace")
+            raise InvalidLayerData(
+                f"invalid tar archive at offset {offset}: duplicate path {shown!r}"
+            )
+        self._seen.add(key)
+        self._gzip.write(file_line(name, size, crc, self._position))
+        self._position += 1
+
+    def commit(self) -> None:
+        self._gzip.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.rename(self._temporary, self.path)
+        fsync_directory(os.path.dirname(self.path) or ".")
+
+    def abort(self) -> None:
+        try:
+            self._gzip.close()
+        except OSError:
+            pass
+        self._file.close()
+        try:
+            os.unlink(self._temporary)
+        except FileNotFoundError:
+            pass
