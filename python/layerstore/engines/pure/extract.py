@@ -338,17 +338,8 @@ class Extractor:
         self._chown(parent_fd, target[-1], entry)
 
     def _opaque(self, directory: Parts) -> None:
-        if directory:
-            parent_fd = self._directory(directory[:-1], create=True)
-            assert parent_fd is not None
-            try:
-                fd = os.open(directory[-1], _DIR_FLAGS, dir_fd=parent_fd)
-            except FileNotFoundError:
-                os.mkdir(directory[-1], 0o755, dir_fd=parent_fd)
-                fd = os.open(directory[-1], _DIR_FLAGS, dir_fd=parent_fd)
-                os.fchmod(fd, 0o755)
-        else:
-            fd = os.dup(self._root_fd)
+        fd = self._open_directory(directory, create=True)
+        assert fd is not None
         try:
             if self._overlay:
                 os.setxattr(fd, self._opaque_xattr, b"y")
