@@ -6,7 +6,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use pyo3::exceptions::PyOSError;
+use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::PyErr;
 
 pyo3::import_exception!(layerstore.errors, InvalidLayerData);
@@ -29,6 +29,9 @@ pub enum Error {
     /// The system or the file system cannot do what was asked.
     #[error("{0}")]
     NotSupported(String),
+    /// A bug of ours (a worker thread that died, a broken invariant), never a bad input.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// Shorthand for results of the native engine.
@@ -82,6 +85,9 @@ impl From<Error> for PyErr {
             },
             Error::InvalidLayerData(message) => InvalidLayerData::new_err(message),
             Error::NotSupported(message) => NotSupported::new_err(message),
+            Error::Internal(message) => {
+                PyRuntimeError::new_err(format!("internal error: {message}"))
+            }
         }
     }
 }

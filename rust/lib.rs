@@ -4,19 +4,242 @@
 //! job detached (other Python threads keep running), and maps errors onto `layerstore.errors`.
 //! The work itself lives in the modules below, which know nothing of Python.
 
+pub mod apply;
 pub mod compress;
 pub mod copy;
 pub mod crc64;
 pub mod digest;
 pub mod error;
+pub mod extract;
 pub mod paths;
 pub mod tarsplit;
 
 #[pyo3::pymodule]
 mod _native {
+    use std::io::{self, Read};
     use std::path::PathBuf;
+    use std::sync::{Arc, Mutex, PoisonError};
 
+    use pyo3::exceptions::PyValueError;
     use pyo3::prelude::*;
+    use pyo3::pybacked::PyBackedBytes;
+    use pyo3::types::{PyByteArray, PyMemoryView, PyString};
+
+    use crate::apply::{Options, Source};
+    use crate::error::Error;
+    use crate::extract::WhiteoutFormat;
+
+    /// What `apply_layer` returns: compressed digest and size, uncompressed digest and size,
+    /// compression (0 none, 1 bzip2, 2 gzip, 3 xz, 4 zstd), uids, gids, size of the files.
+    type Applied = (String, u64, String, u64, u8, Vec<u32>, Vec<u32>, u64);
+
+    /// Apply a layer blob (ApplyDiff, docs/apply.md): detect and undo its compression, compute
+    /// both digests, write tar-split to `tar_split_path` and extract into `destination`.
+    #[pyfunction]
+    #[pyo3(signature = (
+        source,
+        destination,
+        tar_split_path,
+        whiteout_format,
+        trusted_compressed_digest,
+        trusted_uncompressed_digest,
+    ))]
+    fn apply_layer(
+        py: Python<'_>,
+        source: Bound<'_, PyAny>,
+        destination: PathBuf,
+        tar_split_path: PathBuf,
+        whiteout_format: &str,
+        trusted_compressed_digest: Option<String>,
+        trusted_uncompressed_digest: Option<String>,
+    ) -> PyResult<Applied> {
+        let whiteout_format = match whiteout_format {
+            "overlay" => WhiteoutFormat::Overlay,
+            "vfs" => WhiteoutFormat::Vfs,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "whiteout_format must be \"overlay\" or \"vfs\", not {other:?}"
+                )))
+            }
+        };
+        for digest in [&trusted_compressed_digest, &trusted_uncompressed_digest]
+            .into_iter()
+            .flatten()
+        {
+            if !crate::digest::is_valid_sha256(digest) {
+                return Err(PyValueError::new_err(format!(
+                    "a trusted digest must be \"sha256:\" and 64 lowercase hex digits, not {digest:?}"
+                )));
+            }
+        }
+        let python_error = Arc::new(Mutex::new(None));
+        let source = blob_source(&source, &python_error)?;
+        let options = Options {
+            destination,
+            tar_split_path,
+            whiteout_format,
+            trusted_compressed_digest,
+            trusted_uncompressed_digest,
+        };
+        let result = py.detach(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let source = match source {
+                    BlobSource::Path(path) => Source::open(&path)?,
+                    BlobSource::Reader(source) => source,
+                };
+                crate::apply::apply_layer(source, &options)
+            }))
+            .unwrap_or_else(|_| Err(Error::Internal("apply_layer panicked".into())))
+        });
+        match result {
+            Ok(applied) => Ok((
+                applied.compressed_digest,
+                applied.compressed_size,
+                applied.uncompressed_digest,
+                applied.uncompressed_size,
+                applied.compression as u8,
+                applied.uids,
+                applied.gids,
+                applied.size,
+            )),
+            Err(error) => {
+                // The exception raised by the source's own read() wins over our report of it.
+                let raised = python_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                Err(raised.unwrap_or_else(|| error.into()))
+            }
+        }
+    }
+
+    enum BlobSource {
+        Path(PathBuf),
+        Reader(Source),
+    }
+
+    /// A path (`str` or `os.PathLike`), a bytes-like object, or a file object with `readinto`
+    /// or `read`.
+    fn blob_source(
+        source: &Bound<'_, PyAny>,
+        python_error: &Arc<Mutex<Option<PyErr>>>,
+    ) -> PyResult<BlobSource> {
+        if source.is_instance_of::<PyString>() || source.hasattr("__fspath__")? {
+            return Ok(BlobSource::Path(source.extract::<PathBuf>()?));
+        }
+        let bytes = if source.is_instance_of::<PyMemoryView>() {
+            Some(source.call_method0("tobytes")?.extract::<PyBackedBytes>()?)
+        } else {
+            source.extract::<PyBackedBytes>().ok()
+        };
+        if let Some(bytes) = bytes {
+            return Ok(BlobSource::Reader(Source {
+                reader: Box::new(BytesReader { bytes, position: 0 }),
+                name: PathBuf::from("<bytes>"),
+            }));
+        }
+        let use_readinto = source.hasattr("readinto")?;
+        if !use_readinto && !source.hasattr("read")? {
+            return Err(PyValueError::new_err(
+                "source must be a path, a bytes-like object or a file object with read()",
+            ));
+        }
+        Ok(BlobSource::Reader(Source {
+            reader: Box::new(PythonReader {
+                object: source.clone().unbind(),
+                use_readinto,
+                scratch: None,
+                error: Arc::clone(python_error),
+            }),
+            name: PathBuf::from(format!("<{}>", source.get_type().name()?)),
+        }))
+    }
+
+    /// A `bytes` object read without the interpreter: its buffer is immutable and kept alive.
+    struct BytesReader {
+        bytes: PyBackedBytes,
+        position: usize,
+    }
+
+    impl Read for BytesReader {
+        fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+            let rest = self.bytes.get(self.position..).unwrap_or_default();
+            let count = rest.len().min(buffer.len());
+            buffer[..count].copy_from_slice(&rest[..count]);
+            self.position += count;
+            Ok(count)
+        }
+    }
+
+    /// A Python file object, read in chunks, attached to the interpreter only for each call.
+    struct PythonReader {
+        object: Py<PyAny>,
+        use_readinto: bool,
+        scratch: Option<Py<PyByteArray>>,
+        error: Arc<Mutex<Option<PyErr>>>,
+    }
+
+    impl PythonReader {
+        fn read_attached(&mut self, py: Python<'_>, buffer: &mut [u8]) -> PyResult<usize> {
+            let object = self.object.bind(py);
+            if self.use_readinto {
+                let scratch = match &self.scratch {
+                    Some(scratch) if scratch.bind(py).len() == buffer.len() => {
+                        scratch.clone_ref(py)
+                    }
+                    _ => {
+                        let fresh = PyByteArray::new(py, &vec![0u8; buffer.len()]).unbind();
+                        self.scratch = Some(fresh.clone_ref(py));
+                        fresh
+                    }
+                };
+                let scratch = scratch.bind(py);
+                let result = object.call_method1("readinto", (scratch,))?;
+                if result.is_none() {
+                    return Err(PyValueError::new_err(
+                        "readinto() returned None: non-blocking sources are not supported",
+                    ));
+                }
+                let count: usize = result.extract()?;
+                if count > buffer.len() {
+                    return Err(PyValueError::new_err(
+                        "readinto() reported more than it was given",
+                    ));
+                }
+                // SAFETY: no Python code runs while the bytearray's contents are copied, so
+                // nothing can resize or free them meanwhile.
+                let filled = unsafe { scratch.as_bytes() };
+                buffer[..count].copy_from_slice(&filled[..count]);
+                Ok(count)
+            } else {
+                let data = object.call_method1("read", (buffer.len(),))?;
+                let data: PyBackedBytes = data.extract()?;
+                if data.len() > buffer.len() {
+                    return Err(PyValueError::new_err("read(n) returned more than n bytes"));
+                }
+                buffer[..data.len()].copy_from_slice(&data);
+                Ok(data.len())
+            }
+        }
+    }
+
+    impl Read for PythonReader {
+        fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+            if buffer.is_empty() {
+                return Ok(0);
+            }
+            let buffer_length = buffer.len().min(1 << 20);
+            let buffer = &mut buffer[..buffer_length];
+            Python::attach(|py| match self.read_attached(py, buffer) {
+                Ok(count) => Ok(count),
+                Err(error) => {
+                    let message = error.to_string();
+                    *self.error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+                    Err(io::Error::other(message))
+                }
+            })
+        }
+    }
 
     /// Copy the directory tree `source` to `destination` (which must not exist), preserving
     /// owners, modes, times, xattrs, hard links and special files.

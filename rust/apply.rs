@@ -1,0 +1,398 @@
+//! ApplyDiff in one pass (docs/apply.md): read the blob once, detect and undo its compression,
+//! hash both streams, record tar-split and extract the entries.
+//!
+//! Two threads share the work. The reader thread reads the source, hashes it, decompresses it
+//! and fills 1 MiB buffers; the calling thread hashes the decompressed stream, walks the tar,
+//! writes tar-split and extracts. Buffers go back and forth over two bounded channels, so memory
+//! stays flat whatever the size of the layer.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufWriter, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use crate::compress::{self, Compression};
+use crate::digest::Digester;
+use crate::error::{Error, IoContext, Result};
+use crate::extract::{is_whiteout_name, Extractor, WhiteoutFormat};
+use crate::tarsplit::{Packer, Walker};
+
+/// Size of the buffers of decompressed data handed between the threads.
+const CHUNK: usize = 1 << 20;
+/// Buffers in flight between the threads (plus one at each end).
+const IN_FLIGHT: usize = 4;
+
+/// What to apply where.
+pub struct Options {
+    /// The layer's directory, which must exist.
+    pub destination: PathBuf,
+    /// Where the tar-split file goes (written to `<path>.tmp` first).
+    pub tar_split_path: PathBuf,
+    /// How whiteouts land.
+    pub whiteout_format: WhiteoutFormat,
+    /// The blob's digest when the caller knows it already (not computed then).
+    pub trusted_compressed_digest: Option<String>,
+    /// The tar's digest when the caller knows it already.
+    pub trusted_uncompressed_digest: Option<String>,
+}
+
+/// What an apply found (docs/apply.md, section 6).
+#[derive(Debug)]
+pub struct Applied {
+    /// `"sha256:<hex>"` of the blob as given.
+    pub compressed_digest: String,
+    /// Bytes of the blob as given.
+    pub compressed_size: u64,
+    /// `"sha256:<hex>"` of the decompressed stream.
+    pub uncompressed_digest: String,
+    /// Bytes of the decompressed stream.
+    pub uncompressed_size: u64,
+    /// The blob's compression.
+    pub compression: Compression,
+    /// Owners seen, sorted.
+    pub uids: Vec<u32>,
+    /// Groups seen, sorted.
+    pub gids: Vec<u32>,
+    /// Bytes of the files the layer adds.
+    pub size: u64,
+}
+
+/// A source to read the blob from, with a name for error messages.
+pub struct Source {
+    /// The blob.
+    pub reader: Box<dyn Read + Send>,
+    /// What to call it in errors.
+    pub name: PathBuf,
+}
+
+impl Source {
+    /// The file at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).at(path)?;
+        Ok(Self {
+            reader: Box::new(file),
+            name: path.to_path_buf(),
+        })
+    }
+}
+
+/// Apply the layer blob `source` into `options.destination`.
+pub fn apply_layer(source: Source, options: &Options) -> Result<Applied> {
+    let extractor = Extractor::new(&options.destination, options.whiteout_format)?;
+    let temporary = temporary_path(&options.tar_split_path);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .at(&temporary)?;
+    match run(source, options, extractor, file, &temporary) {
+        Ok(applied) => Ok(applied),
+        Err(error) => {
+            let _ = fs::remove_file(&temporary);
+            Err(error)
+        }
+    }
+}
+
+fn temporary_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".tmp");
+    PathBuf::from(name)
+}
+
+/// What the reader thread sends.
+enum Message {
+    Data(Vec<u8>),
+    End {
+        compression: Compression,
+        digest: String,
+        size: u64,
+    },
+    Failed(Error),
+}
+
+fn run(
+    source: Source,
+    options: &Options,
+    mut extractor: Extractor,
+    file: File,
+    temporary: &Path,
+) -> Result<Applied> {
+    let (data_sender, data_receiver) = mpsc::sync_channel::<Message>(IN_FLIGHT);
+    let (free_sender, free_receiver) = mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT + 2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader_stop = Arc::clone(&stop);
+    let trusted = options.trusted_compressed_digest.clone();
+    let reader = thread::Builder::new()
+        .name("layerstore-read".into())
+        .spawn(move || read_blob(source, trusted, &data_sender, &free_receiver, &reader_stop))
+        .map_err(|error| Error::Io {
+            source: error,
+            path: options.destination.clone(),
+        })?;
+
+    let mut stream = ChannelReader {
+        receiver: data_receiver,
+        free: free_sender,
+        current: Vec::new(),
+        position: 0,
+        digester: Digester::new(options.trusted_uncompressed_digest.clone()),
+        end: None,
+        failure: None,
+    };
+    let outcome = walk_and_extract(&mut stream, &mut extractor, file, temporary);
+    // Whatever happened, the reader thread stops and is joined before we return.
+    stop.store(true, Ordering::Relaxed);
+    let failure = stream.failure.take();
+    let end = stream.end.take();
+    let uncompressed = std::mem::replace(&mut stream.digester, Digester::new(Some(String::new())));
+    drop(stream);
+    let joined = reader.join();
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    if joined.is_err() {
+        return Err(Error::Internal("the layer reader thread panicked".into()));
+    }
+    let (uids, gids, file) = outcome?;
+    let Some((compression, compressed_digest, compressed_size)) = end else {
+        return Err(Error::Internal(
+            "the layer stream ended without its digest".into(),
+        ));
+    };
+    let size = extractor.finish()?;
+    file.sync_all().at(temporary)?;
+    drop(file);
+    fs::rename(temporary, &options.tar_split_path).at(&options.tar_split_path)?;
+    let (uncompressed_digest, uncompressed_size) = uncompressed.finish();
+    Ok(Applied {
+        compressed_digest,
+        compressed_size,
+        uncompressed_digest,
+        uncompressed_size,
+        compression,
+        uids,
+        gids,
+        size,
+    })
+}
+
+type Outcome = (Vec<u32>, Vec<u32>, File);
+
+fn walk_and_extract(
+    stream: &mut ChannelReader,
+    extractor: &mut Extractor,
+    file: File,
+    temporary: &Path,
+) -> Result<Outcome> {
+    let gzip = flate2::write::GzEncoder::new(
+        BufWriter::with_capacity(256 << 10, file),
+        flate2::Compression::fast(),
+    );
+    let mut walker = Walker::new(stream, Packer::new(gzip));
+    let mut uids = BTreeSet::new();
+    let mut gids = BTreeSet::new();
+    while let Some(header) = walker.next_entry()? {
+        if !is_whiteout_name(&header.name) {
+            uids.insert(crate::extract::owner_id(header.uid));
+            gids.insert(crate::extract::owner_id(header.gid));
+        }
+        extractor.extract(&header, &mut |sink| walker.read_content(sink))?;
+    }
+    let packer = walker.finish()?;
+    let buffered = packer.into_inner().finish().at(temporary)?;
+    let file = buffered
+        .into_inner()
+        .map_err(io::IntoInnerError::into_error)
+        .at(temporary)?;
+    Ok((uids.into_iter().collect(), gids.into_iter().collect(), file))
+}
+
+/// The decompressed stream as the calling thread sees it: buffers from the reader thread,
+/// hashed as they arrive and handed back once read.
+struct ChannelReader {
+    receiver: Receiver<Message>,
+    free: SyncSender<Vec<u8>>,
+    current: Vec<u8>,
+    position: usize,
+    digester: Digester,
+    end: Option<(Compression, String, u64)>,
+    failure: Option<Error>,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let count = available.len().min(buffer.len());
+        buffer[..count].copy_from_slice(&available[..count]);
+        self.consume(count);
+        Ok(count)
+    }
+}
+
+impl BufRead for ChannelReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.position >= self.current.len() {
+            if self.end.is_some() {
+                return Ok(&[]);
+            }
+            if self.failure.is_some() {
+                return Err(io::Error::other("the layer stream failed"));
+            }
+            let spent = std::mem::take(&mut self.current);
+            if spent.capacity() > 0 {
+                // The reader makes new buffers if this one cannot go back.
+                let _ = self.free.try_send(spent);
+            }
+            self.position = 0;
+            match self.receiver.recv() {
+                Ok(Message::Data(data)) => {
+                    self.digester.update(&data);
+                    self.current = data;
+                }
+                Ok(Message::End {
+                    compression,
+                    digest,
+                    size,
+                }) => self.end = Some((compression, digest, size)),
+                Ok(Message::Failed(error)) => self.failure = Some(error),
+                Err(mpsc::RecvError) => {
+                    self.failure = Some(Error::Internal("the layer reader stopped".into()));
+                }
+            }
+        }
+        Ok(&self.current[self.position..])
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.position = (self.position + amount).min(self.current.len());
+    }
+}
+
+/// The source as read: hashed and counted, with a note of whether it failed.
+struct Counted {
+    inner: Box<dyn Read + Send>,
+    state: Arc<Mutex<CountedState>>,
+}
+
+struct CountedState {
+    digester: Option<Digester>,
+    failed: bool,
+}
+
+impl Read for Counted {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let result = self.inner.read(buffer);
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &result {
+            Ok(count) => {
+                if let Some(digester) = &mut state.digester {
+                    digester.update(&buffer[..*count]);
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => state.failed = true,
+        }
+        result
+    }
+}
+
+/// The reader thread: source -> sha256 -> decoder -> buffers.
+fn read_blob(
+    source: Source,
+    trusted: Option<String>,
+    sender: &SyncSender<Message>,
+    free: &Receiver<Vec<u8>>,
+    stop: &AtomicBool,
+) {
+    let message = match decode_blob(source, trusted, sender, free, stop) {
+        Ok(Some((compression, digest, size))) => Message::End {
+            compression,
+            digest,
+            size,
+        },
+        Ok(None) => return, // the walker stopped listening
+        Err(error) => Message::Failed(error),
+    };
+    let _ = sender.send(message);
+}
+
+type End = (Compression, String, u64);
+
+fn decode_blob(
+    source: Source,
+    trusted: Option<String>,
+    sender: &SyncSender<Message>,
+    free: &Receiver<Vec<u8>>,
+    stop: &AtomicBool,
+) -> Result<Option<End>> {
+    let state = Arc::new(Mutex::new(CountedState {
+        digester: Some(Digester::new(trusted)),
+        failed: false,
+    }));
+    let mut counted = Counted {
+        inner: source.reader,
+        state: Arc::clone(&state),
+    };
+    let source_error = |error: io::Error| Error::Io {
+        source: error,
+        path: source.name.clone(),
+    };
+    let magic = compress::read_magic(&mut counted).map_err(source_error)?;
+    let compression = compress::detect(&magic);
+    let mut decoder = compress::decoder(compression, io::Cursor::new(magic).chain(counted))?;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let mut buffer = free
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        buffer.clear();
+        buffer.resize(CHUNK, 0);
+        let mut filled = 0;
+        while filled < CHUNK {
+            match decoder.read(&mut buffer[filled..]) {
+                Ok(0) => break,
+                Ok(count) => filled += count,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    let failed = state
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .failed;
+                    return Err(if failed {
+                        source_error(error)
+                    } else {
+                        decoder.describe(&error)
+                    });
+                }
+            }
+        }
+        buffer.truncate(filled);
+        if filled > 0 && sender.send(Message::Data(buffer)).is_err() {
+            return Ok(None);
+        }
+        if filled < CHUNK {
+            break;
+        }
+    }
+    drop(decoder);
+    let digester = state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .digester
+        .take();
+    let (digest, size) = digester.map_or_else(|| (String::new(), 0), Digester::finish);
+    Ok(Some((compression, digest, size)))
+}

@@ -1,0 +1,955 @@
+//! Extracting tar entries into a layer's directory, confined to it whatever the archive says.
+//!
+//! Every parent directory is resolved component by component from a descriptor of the layer's
+//! root with `openat(O_PATH | O_NOFOLLOW)`. A symlink met on the way is read and resolved as if
+//! the layer's directory were `/` (absolute targets start again at the layer root, `..` stops
+//! there, at most 40 symlinks per lookup), so no lookup ever leaves the layer. The final
+//! operation is a `*at` system call relative to the parent's descriptor that never follows the
+//! entry itself. Whiteouts are converted for overlay or applied for vfs (docs/apply.md, 4-5).
+
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, IoContext, Result};
+use crate::paths::{clean, PathSet};
+use crate::tarsplit::header::{Header, Time};
+
+/// Longest cleaned name or link name we accept (Linux's `PATH_MAX`).
+pub const MAX_PATH: usize = 4096;
+/// Symlinks followed in one lookup before giving up (Linux's `MAXSYMLINKS`).
+pub const MAX_SYMLINKS: usize = 40;
+
+const OPAQUE: &[u8] = b".wh..wh..opq";
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const RESERVED_PREFIX: &[u8] = b".wh..wh.";
+
+/// How whiteouts land on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhiteoutFormat {
+    /// Character devices 0:0 and `trusted.overlay.opaque` (the overlay driver's `diff`).
+    Overlay,
+    /// Whited-out paths are removed from the copy of the parent (the vfs driver).
+    Vfs,
+}
+
+/// Streams an entry's content to the sink it is given (the walker's `read_content`).
+pub type Content<'a> = dyn FnMut(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> + 'a;
+
+/// Directory metadata applied once the whole archive is in.
+struct DeferredDir {
+    path: Vec<u8>,
+    mode: u32,
+    atime: Time,
+    mtime: Time,
+}
+
+/// Extracts entries, one after the other, into one layer directory.
+pub struct Extractor {
+    root: Arc<OwnedFd>,
+    root_path: PathBuf,
+    format: WhiteoutFormat,
+    privileged: bool,
+    umask: u32,
+    /// The last parent directory resolved: its cleaned path and a descriptor.
+    cache: Option<(Vec<u8>, Arc<OwnedFd>)>,
+    dirs: Vec<DeferredDir>,
+    /// vfs: paths this layer extracted so far (an opaque directory keeps them).
+    extracted: PathSet,
+    size: u64,
+}
+
+/// A cleaned, confined name: relative to the layer, never `..`; `.` for the root.
+fn confine(name: &[u8], what: &str) -> Result<Vec<u8>> {
+    let cleaned = clean(name);
+    let relative = match cleaned.iter().position(|&byte| byte != b'/') {
+        Some(start) => cleaned[start..].to_vec(),
+        None if cleaned.first() == Some(&b'/') => b".".to_vec(),
+        None => cleaned,
+    };
+    if relative == b".." || relative.starts_with(b"../") {
+        return Err(Error::InvalidLayerData(format!(
+            "{what} {:?} escapes the layer",
+            String::from_utf8_lossy(name)
+        )));
+    }
+    if relative.len() > MAX_PATH {
+        return Err(Error::InvalidLayerData(format!(
+            "{what} {:?}... is longer than {MAX_PATH} bytes",
+            String::from_utf8_lossy(&name[..100.min(name.len())])
+        )));
+    }
+    Ok(relative)
+}
+
+/// `(parent, base)` of a cleaned relative path other than `.`.
+fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&byte| byte == b'/') {
+        Some(slash) => (&path[..slash], &path[slash + 1..]),
+        None => (&[], path),
+    }
+}
+
+fn c_string(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn errno() -> io::Error {
+    io::Error::last_os_error()
+}
+
+fn check(status: libc::c_int) -> io::Result<()> {
+    if status < 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
+}
+
+fn open_at(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+    loop {
+        // SAFETY: `name` is NUL-terminated and `dir` is an open descriptor for the call.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                flags | libc::O_CLOEXEC,
+                libc::c_uint::from(mode),
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: openat just returned this descriptor; nothing else owns it.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        let error = errno();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+/// `fstatat(AT_SYMLINK_NOFOLLOW)`: the file type bits of `name`, `None` if it does not exist.
+fn file_type_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<u32>> {
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `stat` is a valid out-pointer; `name` is NUL-terminated.
+    let status = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            stat.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if status < 0 {
+        let error = errno();
+        return match error.raw_os_error() {
+            Some(libc::ENOENT) => Ok(None),
+            _ => Err(error),
+        };
+    }
+    // SAFETY: fstatat succeeded, so it filled the structure.
+    let stat = unsafe { stat.assume_init() };
+    Ok(Some(stat.st_mode & libc::S_IFMT))
+}
+
+fn read_link_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
+    let mut buffer = vec![0u8; MAX_PATH + 1];
+    // SAFETY: the buffer is valid for its length; `name` is NUL-terminated.
+    let length = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+        )
+    };
+    let length = usize::try_from(length).map_err(|_| errno())?;
+    buffer.truncate(length);
+    Ok(buffer)
+}
+
+/// Remove `name` in `dir` and, for a directory, everything in it, never following a symlink.
+pub fn remove_all_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    // SAFETY: `name` is NUL-terminated and `dir` is open.
+    if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    let error = errno();
+    match error.raw_os_error() {
+        Some(libc::ENOENT) => return Ok(()),
+        Some(libc::EISDIR | libc::EPERM) => {}
+        _ => return Err(error),
+    }
+    let child = match open_at(
+        dir,
+        name,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+    ) {
+        Ok(child) => child,
+        // EPERM came from something that is not a directory after all.
+        Err(_) => return Err(error),
+    };
+    for entry in list_dir(&child)? {
+        remove_all_at(child.as_fd(), &entry)?;
+    }
+    drop(child);
+    // SAFETY: as above.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) })
+}
+
+/// The names in an open directory, `.` and `..` left out.
+fn list_dir(dir: &OwnedFd) -> io::Result<Vec<CString>> {
+    // SAFETY: dup gives a new descriptor that fdopendir takes over (closedir closes it).
+    let copy = unsafe { libc::fcntl(dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if copy < 0 {
+        return Err(errno());
+    }
+    // SAFETY: `copy` is a directory descriptor we own; on failure we close it ourselves.
+    let stream = unsafe { libc::fdopendir(copy) };
+    if stream.is_null() {
+        let error = errno();
+        // SAFETY: fdopendir failed, so `copy` is still ours to close.
+        unsafe { libc::close(copy) };
+        return Err(error);
+    }
+    // SAFETY: rewind so a reused descriptor lists from the start.
+    unsafe { libc::rewinddir(stream) };
+    let mut names = Vec::new();
+    loop {
+        // SAFETY: `stream` is a valid DIR*; readdir returns null at the end.
+        let entry = unsafe { libc::readdir(stream) };
+        if entry.is_null() {
+            break;
+        }
+        // SAFETY: readdir returned a valid entry whose d_name is NUL-terminated.
+        let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
+        if name.to_bytes() != b"." && name.to_bytes() != b".." {
+            names.push(name.to_owned());
+        }
+    }
+    // SAFETY: `stream` is valid and closed once.
+    unsafe { libc::closedir(stream) };
+    Ok(names)
+}
+
+fn timespec(time: Time) -> libc::timespec {
+    libc::timespec {
+        tv_sec: time.seconds,
+        tv_nsec: i64::from(time.nanoseconds),
+    }
+}
+
+/// The header's times as Go's `createTarFile` sets them: atime is the later of atime and mtime.
+fn times(header: &Header) -> [libc::timespec; 2] {
+    let atime = header
+        .atime
+        .map_or(header.mtime, |atime| atime.max(header.mtime));
+    [timespec(atime), timespec(header.mtime)]
+}
+
+/// A mode from a header: permission and special bits only.
+fn permission_bits(mode: i64) -> u32 {
+    u32::try_from(mode & 0o7777).unwrap_or(0)
+}
+
+/// An id from a header as an unsigned 32-bit value (Go's `uint32(hdr.Uid)`).
+#[must_use]
+pub fn owner_id(value: i64) -> u32 {
+    u32::try_from(value & 0xFFFF_FFFF).unwrap_or(0)
+}
+
+fn process_umask() -> u32 {
+    // Reading it from /proc leaves the process-wide umask alone (umask(2) would change it).
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Umask:"))
+                .and_then(|value| u32::from_str_radix(value.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
+/// The path of `name` inside the directory `dir` through /proc, for calls with no `*at` form.
+fn proc_path(dir: BorrowedFd<'_>, name: Option<&CStr>) -> CString {
+    let mut path = format!("/proc/self/fd/{}", dir.as_raw_fd()).into_bytes();
+    if let Some(name) = name {
+        path.push(b'/');
+        path.extend_from_slice(name.to_bytes());
+    }
+    // Built from digits and a name that has no NUL.
+    CString::new(path).unwrap_or_default()
+}
+
+/// Where an operation applies: a name in a directory, or a directory descriptor itself.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    At(BorrowedFd<'a>, &'a CStr),
+    Dir(BorrowedFd<'a>),
+}
+
+impl Target<'_> {
+    fn chown(self, uid: u32, gid: u32) -> io::Result<()> {
+        // SAFETY: valid descriptors and NUL-terminated names for the duration of the calls.
+        check(unsafe {
+            match self {
+                Target::At(dir, name) => libc::fchownat(
+                    dir.as_raw_fd(),
+                    name.as_ptr(),
+                    uid,
+                    gid,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                ),
+                Target::Dir(dir) => {
+                    libc::fchownat(dir.as_raw_fd(), c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH)
+                }
+            }
+        })
+    }
+
+    fn chmod(self, mode: u32) -> io::Result<()> {
+        match self {
+            Target::At(dir, name) => chmod_nofollow(dir, name, mode),
+            Target::Dir(dir) => {
+                let path = proc_path(dir, None);
+                // SAFETY: `path` is NUL-terminated; it names our own open directory.
+                check(unsafe { libc::chmod(path.as_ptr(), mode) })
+            }
+        }
+    }
+
+    fn set_times(self, times: &[libc::timespec; 2]) -> io::Result<()> {
+        // SAFETY: `times` points to two timespecs; names are NUL-terminated.
+        check(unsafe {
+            match self {
+                Target::At(dir, name) => libc::utimensat(
+                    dir.as_raw_fd(),
+                    name.as_ptr(),
+                    times.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                ),
+                Target::Dir(dir) => {
+                    let path = proc_path(dir, None);
+                    libc::utimensat(libc::AT_FDCWD, path.as_ptr(), times.as_ptr(), 0)
+                }
+            }
+        })
+    }
+
+    fn set_xattr(self, name: &CStr, value: &[u8]) -> io::Result<()> {
+        let (path, follow) = match self {
+            Target::At(dir, entry) => (proc_path(dir, Some(entry)), false),
+            Target::Dir(dir) => (proc_path(dir, None), true),
+        };
+        // SAFETY: path, name and value are valid for the call.
+        check(unsafe {
+            if follow {
+                libc::setxattr(
+                    path.as_ptr(),
+                    name.as_ptr(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                    0,
+                )
+            } else {
+                libc::lsetxattr(
+                    path.as_ptr(),
+                    name.as_ptr(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                    0,
+                )
+            }
+        })
+    }
+}
+
+/// `fchmodat2(AT_SYMLINK_NOFOLLOW)` (Linux 6.6); before it, `fchmodat` on a checked non-link.
+fn chmod_nofollow(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    // SAFETY: a raw system call with a valid descriptor and NUL-terminated name.
+    let status = unsafe {
+        libc::syscall(
+            libc::SYS_fchmodat2,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            mode,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if status == 0 {
+        return Ok(());
+    }
+    let error = errno();
+    if error.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(error);
+    }
+    if file_type_at(dir, name)? == Some(libc::S_IFLNK) {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    check(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode, 0) })
+}
+
+impl Extractor {
+    /// An extractor into the existing directory `destination`.
+    pub fn new(destination: &Path, format: WhiteoutFormat) -> Result<Self> {
+        let path = c_string(destination.as_os_str().as_bytes()).at(destination)?;
+        // SAFETY: `path` is NUL-terminated.
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(errno()).at(destination);
+        }
+        // SAFETY: open just returned this descriptor.
+        let root = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        Ok(Self {
+            root,
+            root_path: destination.to_path_buf(),
+            format,
+            // SAFETY: geteuid cannot fail.
+            privileged: unsafe { libc::geteuid() } == 0,
+            umask: process_umask(),
+            cache: None,
+            dirs: Vec::new(),
+            extracted: PathSet::new(),
+            size: 0,
+        })
+    }
+
+    fn path_of(&self, relative: &[u8]) -> PathBuf {
+        if relative == b"." || relative.is_empty() {
+            self.root_path.clone()
+        } else {
+            self.root_path.join(OsStr::from_bytes(relative))
+        }
+    }
+
+    /// Resolve the directory at the cleaned relative `path` inside the layer, creating missing
+    /// directories when `create` is set. Symlinks on the way are resolved inside the layer.
+    fn walk(&self, path: &[u8], create: bool) -> io::Result<Arc<OwnedFd>> {
+        let mut stack: Vec<OwnedFd> = Vec::new();
+        // Components still to visit, last one first.
+        let mut pending: Vec<Vec<u8>> = path
+            .split(|&byte| byte == b'/')
+            .rev()
+            .map(<[u8]>::to_vec)
+            .collect();
+        let mut links = 0;
+        while let Some(component) = pending.pop() {
+            match component.as_slice() {
+                b"" | b"." => continue,
+                b".." => {
+                    stack.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            let name = c_string(&component)?;
+            let current = stack.last().map_or(self.root.as_fd(), AsFd::as_fd);
+            match open_at(
+                current,
+                &name,
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                0,
+            ) {
+                Ok(fd) => stack.push(fd),
+                Err(error) => match error.raw_os_error() {
+                    Some(libc::ENOTDIR | libc::ELOOP) => {
+                        let target = match read_link_at(current, &name) {
+                            Ok(target) => target,
+                            Err(_) => return Err(error),
+                        };
+                        links += 1;
+                        if links > MAX_SYMLINKS {
+                            return Err(io::Error::from_raw_os_error(libc::ELOOP));
+                        }
+                        if target.first() == Some(&b'/') {
+                            stack.clear();
+                        }
+                        pending
+                            .extend(target.split(|&byte| byte == b'/').rev().map(<[u8]>::to_vec));
+                    }
+                    Some(libc::ENOENT) if create => {
+                        // SAFETY: `name` is NUL-terminated and `current` is open.
+                        let status =
+                            unsafe { libc::mkdirat(current.as_raw_fd(), name.as_ptr(), 0o755) };
+                        if status < 0 && errno().raw_os_error() != Some(libc::EEXIST) {
+                            return Err(errno());
+                        }
+                        pending.push(component);
+                    }
+                    _ => return Err(error),
+                },
+            }
+        }
+        Ok(stack.pop().map_or_else(|| Arc::clone(&self.root), Arc::new))
+    }
+
+    /// The descriptor of the parent directory `parent` (cleaned, relative; empty for the root).
+    fn parent(&mut self, parent: &[u8], create: bool) -> io::Result<Arc<OwnedFd>> {
+        if parent.is_empty() {
+            return Ok(Arc::clone(&self.root));
+        }
+        if let Some((path, fd)) = &self.cache {
+            if path.as_slice() == parent {
+                return Ok(Arc::clone(fd));
+            }
+        }
+        let fd = self.walk(parent, create)?;
+        self.cache = Some((parent.to_vec(), Arc::clone(&fd)));
+        Ok(fd)
+    }
+
+    /// Something was removed or replaced: the cached parent may no longer be on its path.
+    fn invalidate(&mut self) {
+        self.cache = None;
+    }
+
+    /// Extract one entry; `content` streams its content when it has any to write.
+    pub fn extract(&mut self, header: &Header, content: &mut Content<'_>) -> Result<()> {
+        if header.typeflag == b'g' {
+            return Ok(());
+        }
+        let relative = confine(&header.name, "path")?;
+        if relative == b"." {
+            return self.root_entry(header);
+        }
+        let (parent, base) = split_parent(&relative);
+        // `.wh..wh.*` anywhere is reserved AUFS metadata, except a final opaque marker.
+        let reserved = parent
+            .split(|&byte| byte == b'/')
+            .any(|component| component.starts_with(RESERVED_PREFIX))
+            || (base.starts_with(RESERVED_PREFIX) && base != OPAQUE);
+        if reserved {
+            return Ok(());
+        }
+        if base == OPAQUE {
+            return self.opaque(parent);
+        }
+        if let Some(hidden) = base.strip_prefix(WHITEOUT_PREFIX) {
+            return self.whiteout(parent, hidden, header);
+        }
+        self.create(&relative, parent, base, header, content)?;
+        if self.format == WhiteoutFormat::Vfs {
+            self.extracted.insert(&relative);
+        }
+        Ok(())
+    }
+
+    fn root_entry(&mut self, header: &Header) -> Result<()> {
+        // overlay skips it (Go's Unpack); vfs merges a directory into the root (UnpackLayer).
+        if self.format == WhiteoutFormat::Overlay || header.typeflag != b'5' {
+            return Ok(());
+        }
+        let root = Arc::clone(&self.root);
+        self.owner(Target::Dir(root.as_fd()), header, b".")?;
+        self.xattrs(Target::Dir(root.as_fd()), header, b".")?;
+        self.dirs.push(DeferredDir {
+            path: b".".to_vec(),
+            mode: permission_bits(header.mode),
+            atime: header
+                .atime
+                .map_or(header.mtime, |atime| atime.max(header.mtime)),
+            mtime: header.mtime,
+        });
+        self.extracted.insert(b".");
+        Ok(())
+    }
+
+    fn opaque(&mut self, directory: &[u8]) -> Result<()> {
+        let path = self.path_of(directory);
+        match self.format {
+            WhiteoutFormat::Overlay => {
+                let name: &CStr = if self.privileged {
+                    c"trusted.overlay.opaque"
+                } else {
+                    c"user.overlay.opaque"
+                };
+                let dir = self.walk(directory, true).at(&path)?;
+                Target::Dir(dir.as_fd()).set_xattr(name, b"y").at(&path)
+            }
+            WhiteoutFormat::Vfs => {
+                let dir = match self.walk(directory, true) {
+                    Ok(dir) => dir,
+                    Err(error) if error.raw_os_error() == Some(libc::ENOTDIR) => return Ok(()),
+                    Err(error) => return Err(error).at(&path),
+                };
+                let opened =
+                    open_at(dir.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0).at(&path)?;
+                self.invalidate();
+                let prefix = if directory.is_empty() {
+                    b".".to_vec()
+                } else {
+                    directory.to_vec()
+                };
+                self.remove_unextracted(&opened, &prefix).at(&path)
+            }
+        }
+    }
+
+    /// vfs opaque directory: remove what this layer did not extract, keeping what it did (and
+    /// looking inside the directories it extracted).
+    fn remove_unextracted(&self, dir: &OwnedFd, path: &[u8]) -> io::Result<()> {
+        for name in list_dir(dir)? {
+            let child: Vec<u8> = if path == b"." {
+                name.to_bytes().to_vec()
+            } else {
+                [path, b"/", name.to_bytes()].concat()
+            };
+            if !self.extracted.contains(&child) {
+                remove_all_at(dir.as_fd(), &name)?;
+            } else if file_type_at(dir.as_fd(), &name)? == Some(libc::S_IFDIR) {
+                let inner = open_at(
+                    dir.as_fd(),
+                    &name,
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                    0,
+                )?;
+                self.remove_unextracted(&inner, &child)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn whiteout(&mut self, parent: &[u8], hidden: &[u8], header: &Header) -> Result<()> {
+        if matches!(hidden, b"" | b"." | b"..") {
+            return Ok(());
+        }
+        let hidden_path: Vec<u8> = if parent.is_empty() {
+            hidden.to_vec()
+        } else {
+            [parent, b"/", hidden].concat()
+        };
+        let path = self.path_of(&hidden_path);
+        let name = c_string(hidden).at(&path)?;
+        let format = self.format;
+        let dir = match self.parent(parent, true) {
+            Ok(dir) => dir,
+            // A parent that is itself whited out (a device), as Go's overlay conversion allows.
+            Err(error) if error.raw_os_error() == Some(libc::ENOTDIR) => return Ok(()),
+            Err(error) => return Err(error).at(&path),
+        };
+        if file_type_at(dir.as_fd(), &name).at(&path)?.is_some() {
+            remove_all_at(dir.as_fd(), &name).at(&path)?;
+            self.invalidate();
+        }
+        if format == WhiteoutFormat::Overlay {
+            // SAFETY: `name` is NUL-terminated and `dir` is open.
+            check(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), libc::S_IFCHR, 0) })
+                .at(&path)?;
+            self.owner(Target::At(dir.as_fd(), &name), header, &hidden_path)?;
+        }
+        Ok(())
+    }
+
+    fn owner(&self, target: Target<'_>, header: &Header, relative: &[u8]) -> Result<()> {
+        match target.chown(owner_id(header.uid), owner_id(header.gid)) {
+            Ok(()) => Ok(()),
+            // Without root, files keep the caller as owner.
+            Err(_) if !self.privileged => Ok(()),
+            Err(error) => Err(error).at(&self.path_of(relative)),
+        }
+    }
+
+    fn xattrs(&self, target: Target<'_>, header: &Header, relative: &[u8]) -> Result<()> {
+        for (name, value) in &header.xattrs {
+            if name.as_slice() == b"security.selinux" {
+                continue;
+            }
+            let name_c = c_string(name).at(&self.path_of(relative))?;
+            if let Err(error) = target.set_xattr(&name_c, value) {
+                let errno = error.raw_os_error();
+                let ignored = errno == Some(libc::ENOTSUP)
+                    || (!self.privileged && errno == Some(libc::EPERM));
+                if !ignored {
+                    return Err(error).at(&self.path_of(relative));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Owner, mode, xattrs and times of an entry other than a regular file or a directory.
+    fn metadata_at(&self, target: Target<'_>, header: &Header, relative: &[u8]) -> Result<()> {
+        let path = || self.path_of(relative);
+        self.owner(target, header, relative)?;
+        target.chmod(permission_bits(header.mode)).at(&path())?;
+        self.xattrs(target, header, relative)?;
+        target.set_times(&times(header)).at(&path())
+    }
+
+    fn create(
+        &mut self,
+        relative: &[u8],
+        parent: &[u8],
+        base: &[u8],
+        header: &Header,
+        content: &mut Content<'_>,
+    ) -> Result<()> {
+        let path = self.path_of(relative);
+        let name = c_string(base).at(&path)?;
+        let typeflag = header.typeflag;
+        if matches!(typeflag, b'3' | b'4') && !self.privileged {
+            return Ok(()); // device nodes need root
+        }
+        if !matches!(
+            typeflag,
+            b'0' | b'7' | b'1' | b'2' | b'3' | b'4' | b'5' | b'6'
+        ) {
+            return Err(Error::InvalidLayerData(format!(
+                "unsupported entry type {:?} for {:?}",
+                char::from(typeflag),
+                String::from_utf8_lossy(&header.name)
+            )));
+        }
+        // The hard link target is resolved before the parent takes the cache.
+        let link_target = if typeflag == b'1' {
+            Some(self.link_target(header)?)
+        } else {
+            None
+        };
+        let dir = self.parent(parent, true).at(&path)?;
+        let dir = dir.as_fd();
+        let mut replaced = false;
+        loop {
+            let attempt = match typeflag {
+                b'5' => self.make_directory(dir, &name),
+                b'0' | b'7' => return self.write_file(dir, &name, header, content, &path),
+                b'2' => self.make_symlink(dir, &name, header),
+                b'1' => match &link_target {
+                    Some((target_dir, target_name)) => {
+                        // SAFETY: valid descriptors and NUL-terminated names; flags 0 never
+                        // follows a symlink at the target.
+                        check(unsafe {
+                            libc::linkat(
+                                target_dir.as_raw_fd(),
+                                target_name.as_ptr(),
+                                dir.as_raw_fd(),
+                                name.as_ptr(),
+                                0,
+                            )
+                        })
+                    }
+                    None => Ok(()),
+                },
+                _ => {
+                    let kind = match typeflag {
+                        b'3' => libc::S_IFCHR,
+                        b'4' => libc::S_IFBLK,
+                        _ => libc::S_IFIFO,
+                    };
+                    let device =
+                        libc::makedev(owner_id(header.devmajor), owner_id(header.devminor));
+                    // SAFETY: `name` is NUL-terminated and `dir` is open.
+                    check(unsafe {
+                        libc::mknodat(
+                            dir.as_raw_fd(),
+                            name.as_ptr(),
+                            kind | (permission_bits(header.mode) & 0o777),
+                            device,
+                        )
+                    })
+                }
+            };
+            match attempt {
+                Ok(()) => break,
+                Err(error) if error.raw_os_error() == Some(libc::EEXIST) && !replaced => {
+                    let existing = file_type_at(dir, &name).at(&path)?;
+                    if typeflag == b'5' && existing == Some(libc::S_IFDIR) {
+                        break; // directories merge
+                    }
+                    remove_all_at(dir, &name).at(&path)?;
+                    self.invalidate();
+                    replaced = true;
+                }
+                Err(error) if typeflag == b'1' && error.raw_os_error() == Some(libc::ENOENT) => {
+                    return Err(Error::InvalidLayerData(format!(
+                        "hard link {:?} points to {:?}, which is not in the layer",
+                        String::from_utf8_lossy(&header.name),
+                        String::from_utf8_lossy(&header.linkname)
+                    )));
+                }
+                Err(error) => return Err(error).at(&path),
+            }
+        }
+        let target = Target::At(dir, &name);
+        match typeflag {
+            b'5' => {
+                self.owner(target, header, relative)?;
+                self.xattrs(target, header, relative)?;
+                self.dirs.push(DeferredDir {
+                    path: relative.to_vec(),
+                    mode: permission_bits(header.mode),
+                    atime: header
+                        .atime
+                        .map_or(header.mtime, |atime| atime.max(header.mtime)),
+                    mtime: header.mtime,
+                });
+                Ok(())
+            }
+            b'2' => {
+                self.size += header.linkname.len() as u64;
+                self.owner(target, header, relative)?;
+                target.set_times(&times(header)).at(&path)
+            }
+            b'1' => {
+                if file_type_at(dir, &name).at(&path)? == Some(libc::S_IFLNK) {
+                    return Ok(());
+                }
+                self.metadata_at(target, header, relative)
+            }
+            _ => self.metadata_at(target, header, relative),
+        }
+    }
+
+    fn link_target(&mut self, header: &Header) -> Result<(Arc<OwnedFd>, CString)> {
+        let target = confine(&header.linkname, "hard link target")?;
+        let missing = || {
+            Error::InvalidLayerData(format!(
+                "hard link {:?} points to {:?}, which is not in the layer",
+                String::from_utf8_lossy(&header.name),
+                String::from_utf8_lossy(&header.linkname)
+            ))
+        };
+        if target == b"." {
+            return Err(missing());
+        }
+        let (parent, base) = split_parent(&target);
+        let path = self.path_of(&target);
+        let name = c_string(base).at(&path)?;
+        let dir = match self.parent(parent, false) {
+            Ok(dir) => dir,
+            Err(error) if matches!(error.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+                return Err(missing())
+            }
+            Err(error) => return Err(error).at(&path),
+        };
+        Ok((dir, name))
+    }
+
+    fn make_directory(&self, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+        // Owner-writable while it is filled; its mode comes with the deferred metadata.
+        // SAFETY: `name` is NUL-terminated and `dir` is open.
+        check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o700) })
+    }
+
+    fn make_symlink(&self, dir: BorrowedFd<'_>, name: &CStr, header: &Header) -> io::Result<()> {
+        let target = c_string(&header.linkname)?;
+        // SAFETY: both strings are NUL-terminated and `dir` is open.
+        check(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) })
+    }
+
+    fn write_file(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        header: &Header,
+        content: &mut Content<'_>,
+        path: &Path,
+    ) -> Result<()> {
+        let mode = permission_bits(header.mode);
+        // Created with its final mode when the umask keeps it whole: one fchmod less.
+        let exact = mode & !0o777 == 0 && mode & self.umask == 0;
+        let create_mode = if exact { mode } else { 0o600 };
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+        let fd = match open_at(dir, name, flags, create_mode) {
+            Ok(fd) => fd,
+            Err(error) if error.raw_os_error() == Some(libc::EEXIST) => {
+                remove_all_at(dir, name).at(path)?;
+                self.invalidate();
+                open_at(dir, name, flags, create_mode).at(path)?
+            }
+            Err(error) => return Err(error).at(path),
+        };
+        let mut file = File::from(fd);
+        let mut written = 0u64;
+        content(&mut |chunk| {
+            written += chunk.len() as u64;
+            file.write_all(chunk).at(path)
+        })?;
+        self.size += written;
+        let raw = file.as_raw_fd();
+        // SAFETY: `raw` is the open descriptor of `file` for these calls.
+        if let Err(error) =
+            check(unsafe { libc::fchown(raw, owner_id(header.uid), owner_id(header.gid)) })
+        {
+            if self.privileged {
+                return Err(error).at(path);
+            }
+        }
+        if !exact {
+            // SAFETY: as above.
+            check(unsafe { libc::fchmod(raw, mode) }).at(path)?;
+        }
+        for (key, value) in &header.xattrs {
+            if key.as_slice() == b"security.selinux" {
+                continue;
+            }
+            let key_c = c_string(key).at(path)?;
+            // SAFETY: as above; the value pointer and length describe `value`.
+            let status = unsafe {
+                libc::fsetxattr(raw, key_c.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+            };
+            if let Err(error) = check(status) {
+                let errno = error.raw_os_error();
+                if errno != Some(libc::ENOTSUP) && (self.privileged || errno != Some(libc::EPERM)) {
+                    return Err(error).at(path);
+                }
+            }
+        }
+        let times = times(header);
+        // SAFETY: as above; `times` holds two timespecs.
+        check(unsafe { libc::futimens(raw, times.as_ptr()) }).at(path)
+    }
+
+    /// Apply the directories' modes and times, in archive order; the bytes the layer added.
+    pub fn finish(mut self) -> Result<u64> {
+        self.invalidate();
+        let dirs = std::mem::take(&mut self.dirs);
+        for deferred in &dirs {
+            let path = self.path_of(&deferred.path);
+            let times = [timespec(deferred.atime), timespec(deferred.mtime)];
+            if deferred.path == b"." {
+                let root = Arc::clone(&self.root);
+                Target::Dir(root.as_fd()).chmod(deferred.mode).at(&path)?;
+                Target::Dir(root.as_fd()).set_times(&times).at(&path)?;
+                continue;
+            }
+            let (parent, base) = split_parent(&deferred.path);
+            let name = c_string(base).at(&path)?;
+            let dir = match self.parent(parent, false) {
+                Ok(dir) => dir,
+                // Removed later in the archive (a whiteout): nothing to finish.
+                Err(error)
+                    if matches!(error.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) =>
+                {
+                    continue
+                }
+                Err(error) => return Err(error).at(&path),
+            };
+            if file_type_at(dir.as_fd(), &name).at(&path)? != Some(libc::S_IFDIR) {
+                continue;
+            }
+            let target = Target::At(dir.as_fd(), &name);
+            target.chmod(deferred.mode).at(&path)?;
+            target.set_times(&times).at(&path)?;
+        }
+        Ok(self.size)
+    }
+}
+
+/// Whether a base name marks a whiteout, whose owner is not part of the layer's id sets.
+#[must_use]
+pub fn is_whiteout_name(name: &[u8]) -> bool {
+    crate::paths::base(name).starts_with(WHITEOUT_PREFIX)
+}
