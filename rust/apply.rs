@@ -1,4 +1,4 @@
-//! ApplyDiff in one pass (docs/apply.md): read the blob once, detect and undo its compression,
+//! `ApplyDiff` in one pass (docs/apply.md): read the blob once, detect and undo its compression,
 //! hash both streams, record tar-split and extract the entries.
 //!
 //! Two threads share the work. The reader thread reads the source, hashes it, decompresses it

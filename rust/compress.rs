@@ -162,6 +162,8 @@ impl<R: BufRead> Read for ZstdFrames<R> {
 }
 
 #[cfg(test)]
+// Test data is made of bytes from wrapping arithmetic.
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
     use std::io::Write;

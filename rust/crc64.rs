@@ -46,6 +46,8 @@ pub fn checksum(data: &[u8]) -> u64 {
 }
 
 #[cfg(test)]
+// Test data is made of bytes from wrapping arithmetic.
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
 

@@ -184,15 +184,14 @@ pub fn remove_all_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
         Some(libc::EISDIR | libc::EPERM) => {}
         _ => return Err(error),
     }
-    let child = match open_at(
+    // EPERM may come from something that is not a directory after all: then it stands.
+    let Ok(child) = open_at(
         dir,
         name,
         libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
         0,
-    ) {
-        Ok(child) => child,
-        // EPERM came from something that is not a directory after all.
-        Err(_) => return Err(error),
+    ) else {
+        return Err(error);
     };
     for entry in list_dir(&child)? {
         remove_all_at(child.as_fd(), &entry)?;
@@ -465,9 +464,9 @@ impl Extractor {
                 Ok(fd) => stack.push(fd),
                 Err(error) => match error.raw_os_error() {
                     Some(libc::ENOTDIR | libc::ELOOP) => {
-                        let target = match read_link_at(current, &name) {
-                            Ok(target) => target,
-                            Err(_) => return Err(error),
+                        // Not a symlink either: a file where a directory should be.
+                        let Ok(target) = read_link_at(current, &name) else {
+                            return Err(error);
                         };
                         links += 1;
                         if links > MAX_SYMLINKS {
@@ -722,45 +721,10 @@ impl Extractor {
         let dir = dir.as_fd();
         let mut replaced = false;
         loop {
-            let attempt = match typeflag {
-                b'5' => self.make_directory(dir, &name),
-                b'0' | b'7' => return self.write_file(dir, &name, header, content, &path),
-                b'2' => self.make_symlink(dir, &name, header),
-                b'1' => match &link_target {
-                    Some((target_dir, target_name)) => {
-                        // SAFETY: valid descriptors and NUL-terminated names; flags 0 never
-                        // follows a symlink at the target.
-                        check(unsafe {
-                            libc::linkat(
-                                target_dir.as_raw_fd(),
-                                target_name.as_ptr(),
-                                dir.as_raw_fd(),
-                                name.as_ptr(),
-                                0,
-                            )
-                        })
-                    }
-                    None => Ok(()),
-                },
-                _ => {
-                    let kind = match typeflag {
-                        b'3' => libc::S_IFCHR,
-                        b'4' => libc::S_IFBLK,
-                        _ => libc::S_IFIFO,
-                    };
-                    let device =
-                        libc::makedev(owner_id(header.devmajor), owner_id(header.devminor));
-                    // SAFETY: `name` is NUL-terminated and `dir` is open.
-                    check(unsafe {
-                        libc::mknodat(
-                            dir.as_raw_fd(),
-                            name.as_ptr(),
-                            kind | (permission_bits(header.mode) & 0o777),
-                            device,
-                        )
-                    })
-                }
-            };
+            if matches!(typeflag, b'0' | b'7') {
+                return self.write_file(dir, &name, header, content, &path);
+            }
+            let attempt = Self::make_node(dir, &name, header, link_target.as_ref());
             match attempt {
                 Ok(()) => break,
                 Err(error) if error.raw_os_error() == Some(libc::EEXIST) && !replaced => {
@@ -812,6 +776,52 @@ impl Extractor {
         }
     }
 
+    /// Make a directory, symlink, hard link, device or fifo at `name` in `dir`.
+    fn make_node(
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        header: &Header,
+        link_target: Option<&(Arc<OwnedFd>, CString)>,
+    ) -> io::Result<()> {
+        match header.typeflag {
+            b'5' => Self::make_directory(dir, name),
+            b'2' => Self::make_symlink(dir, name, header),
+            b'1' => match link_target {
+                Some((target_dir, target_name)) => {
+                    // SAFETY: valid descriptors and NUL-terminated names; flags 0 never
+                    // follows a symlink at the target.
+                    check(unsafe {
+                        libc::linkat(
+                            target_dir.as_raw_fd(),
+                            target_name.as_ptr(),
+                            dir.as_raw_fd(),
+                            name.as_ptr(),
+                            0,
+                        )
+                    })
+                }
+                None => Ok(()),
+            },
+            _ => {
+                let kind = match header.typeflag {
+                    b'3' => libc::S_IFCHR,
+                    b'4' => libc::S_IFBLK,
+                    _ => libc::S_IFIFO,
+                };
+                let device = libc::makedev(owner_id(header.devmajor), owner_id(header.devminor));
+                // SAFETY: `name` is NUL-terminated and `dir` is open.
+                check(unsafe {
+                    libc::mknodat(
+                        dir.as_raw_fd(),
+                        name.as_ptr(),
+                        kind | (permission_bits(header.mode) & 0o777),
+                        device,
+                    )
+                })
+            }
+        }
+    }
+
     fn link_target(&mut self, header: &Header) -> Result<(Arc<OwnedFd>, CString)> {
         let target = confine(&header.linkname, "hard link target")?;
         let missing = || {
@@ -837,13 +847,13 @@ impl Extractor {
         Ok((dir, name))
     }
 
-    fn make_directory(&self, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    fn make_directory(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
         // Owner-writable while it is filled; its mode comes with the deferred metadata.
         // SAFETY: `name` is NUL-terminated and `dir` is open.
         check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o700) })
     }
 
-    fn make_symlink(&self, dir: BorrowedFd<'_>, name: &CStr, header: &Header) -> io::Result<()> {
+    fn make_symlink(dir: BorrowedFd<'_>, name: &CStr, header: &Header) -> io::Result<()> {
         let target = c_string(&header.linkname)?;
         // SAFETY: both strings are NUL-terminated and `dir` is open.
         check(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) })

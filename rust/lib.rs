@@ -33,7 +33,7 @@ mod _native {
     /// compression (0 none, 1 bzip2, 2 gzip, 3 xz, 4 zstd), uids, gids, size of the files.
     type Applied = (String, u64, String, u64, u8, Vec<u32>, Vec<u32>, u64);
 
-    /// Apply a layer blob (ApplyDiff, docs/apply.md): detect and undo its compression, compute
+    /// Apply a layer blob (`ApplyDiff`, docs/apply.md): detect and undo its compression, compute
     /// both digests, write tar-split to `tar_split_path` and extract into `destination`.
     #[pyfunction]
     #[pyo3(signature = (

@@ -292,7 +292,7 @@ pub fn parse_pax(mut data: &[u8]) -> Result<PaxRecords, BadField> {
         }
         match key {
             b"GNU.sparse.offset" | b"GNU.sparse.numbytes" => {
-                let expected: &[u8] = if sparse_map.len() % 2 == 0 {
+                let expected: &[u8] = if sparse_map.len().is_multiple_of(2) {
                     b"GNU.sparse.offset"
                 } else {
                     b"GNU.sparse.numbytes"

@@ -63,18 +63,14 @@ impl<W: Write> Packer<W> {
         self.line.clear();
         self.line.extend_from_slice(b"{\"type\":1,");
         if !name.is_empty() {
-            match std::str::from_utf8(name) {
-                Ok(text) => {
-                    self.line.extend_from_slice(b"\"name\":\"");
-                    push_go_string(&mut self.line, text);
-                    self.line.extend_from_slice(b"\",");
-                }
-                Err(_) => {
-                    self.line.extend_from_slice(b"\"name_raw\":\"");
-                    push_base64(&mut self.line, name);
-                    self.line.extend_from_slice(b"\",");
-                }
+            if let Ok(text) = std::str::from_utf8(name) {
+                self.line.extend_from_slice(b"\"name\":\"");
+                push_go_string(&mut self.line, text);
+            } else {
+                self.line.extend_from_slice(b"\"name_raw\":\"");
+                push_base64(&mut self.line, name);
             }
+            self.line.extend_from_slice(b"\",");
         }
         if size != 0 {
             self.line.extend_from_slice(b"\"size\":");

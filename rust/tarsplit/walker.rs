@@ -102,24 +102,20 @@ impl<R: BufRead, W: Write> Walker<R, W> {
         }
         self.finish_content()?;
         self.raw.clear();
-        match self.read_entry()? {
-            Some(header) => {
-                if !self.raw.is_empty() {
-                    self.packer.add_segment(&self.raw)?;
-                }
-                self.packer.claim_name(&header.name)?;
-                self.pending = Some(Pending {
-                    name: header.name.clone(),
-                    size: header.size,
-                    with_crc: header.size > 0,
-                });
-                Ok(Some(header))
-            }
-            None => {
-                self.ended = true;
-                Ok(None)
-            }
+        let Some(header) = self.read_entry()? else {
+            self.ended = true;
+            return Ok(None);
+        };
+        if !self.raw.is_empty() {
+            self.packer.add_segment(&self.raw)?;
         }
+        self.packer.claim_name(&header.name)?;
+        self.pending = Some(Pending {
+            name: header.name.clone(),
+            size: header.size,
+            with_crc: header.size > 0,
+        });
+        Ok(Some(header))
     }
 
     /// Go's `Reader.next`: headers until one that is an entry of its own.
@@ -144,34 +140,9 @@ impl<R: BufRead, W: Write> Walker<R, W> {
                 ));
             }
             let offset = self.offset;
-            let start = self.raw.len();
-            match self.read_raw(BLOCK)? {
-                Filled::Full => {}
-                Filled::Short(0) => return Ok(None),
-                Filled::Short(_) => return Err(tar_error(offset, "truncated header")),
-            }
-            let mut block = [0u8; BLOCK];
-            block.copy_from_slice(&self.raw[start..]);
-            if block.iter().all(|&byte| byte == 0) {
-                let second = self.raw.len();
-                return match self.read_raw(BLOCK)? {
-                    Filled::Short(0) => Ok(None),
-                    Filled::Short(_) => Err(tar_error(
-                        offset + BLOCK as u64,
-                        "truncated end-of-archive block",
-                    )),
-                    Filled::Full if self.raw[second..].iter().all(|&byte| byte == 0) => Ok(None),
-                    Filled::Full => Err(tar_error(
-                        offset,
-                        "a zero block followed by a non-zero block",
-                    )),
-                };
-            }
-            let Some(format) = format_of(&block) else {
-                return Err(tar_error(offset, "invalid tar header checksum"));
+            let Some(mut header) = self.read_header()? else {
+                return Ok(None);
             };
-            let mut header =
-                parse_block(&block, format).map_err(|_| tar_error(offset, "invalid tar header"))?;
             let datasize = Self::datasize(&header, offset)?;
             self.pad = padding(datasize);
             match header.typeflag {
@@ -238,6 +209,40 @@ impl<R: BufRead, W: Write> Walker<R, W> {
                 }
             }
         }
+    }
+
+    /// Go's `readHeader`: one header block into `raw`, parsed; `None` at the end of the archive.
+    fn read_header(&mut self) -> Result<Option<Header>> {
+        let offset = self.offset;
+        let start = self.raw.len();
+        match self.read_raw(BLOCK)? {
+            Filled::Full => {}
+            Filled::Short(0) => return Ok(None),
+            Filled::Short(_) => return Err(tar_error(offset, "truncated header")),
+        }
+        let mut block = [0u8; BLOCK];
+        block.copy_from_slice(&self.raw[start..]);
+        if block.iter().all(|&byte| byte == 0) {
+            let second = self.raw.len();
+            return match self.read_raw(BLOCK)? {
+                Filled::Short(0) => Ok(None),
+                Filled::Short(_) => Err(tar_error(
+                    offset + BLOCK as u64,
+                    "truncated end-of-archive block",
+                )),
+                Filled::Full if self.raw[second..].iter().all(|&byte| byte == 0) => Ok(None),
+                Filled::Full => Err(tar_error(
+                    offset,
+                    "a zero block followed by a non-zero block",
+                )),
+            };
+        }
+        let Some(format) = format_of(&block) else {
+            return Err(tar_error(offset, "invalid tar header checksum"));
+        };
+        parse_block(&block, format)
+            .map(Some)
+            .map_err(|_| tar_error(offset, "invalid tar header"))
     }
 
     /// Go's `handleRegularFile`: the content length, 0 for header-only types.
