@@ -963,3 +963,201 @@ impl Extractor {
 pub fn is_whiteout_name(name: &[u8]) -> bool {
     crate::paths::base(name).starts_with(WHITEOUT_PREFIX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt};
+
+    fn entry(name: &str, typeflag: u8) -> Header {
+        Header {
+            typeflag,
+            name: name.as_bytes().to_vec(),
+            mode: 0o644,
+            mtime: Time::from_seconds(1_600_000_000),
+            ..Header::default()
+        }
+    }
+
+    fn link(name: &str, typeflag: u8, target: &str) -> Header {
+        Header {
+            linkname: target.as_bytes().to_vec(),
+            ..entry(name, typeflag)
+        }
+    }
+
+    fn put(extractor: &mut Extractor, header: &Header, data: &[u8]) -> Result<()> {
+        let mut header = header.clone();
+        if matches!(header.typeflag, b'0' | b'7') {
+            header.size = i64::try_from(data.len()).unwrap();
+        }
+        extractor.extract(&header, &mut |sink| sink(data))
+    }
+
+    /// A scratch directory holding `layer/` (the destination) and `outside/`.
+    fn scratch() -> (tempfile::TempDir, PathBuf) {
+        let scratch = tempfile::tempdir().unwrap();
+        fs::create_dir(scratch.path().join("layer")).unwrap();
+        fs::create_dir(scratch.path().join("outside")).unwrap();
+        fs::write(scratch.path().join("outside/keep"), b"keep").unwrap();
+        let layer = scratch.path().join("layer");
+        (scratch, layer)
+    }
+
+    fn outside_untouched(scratch: &tempfile::TempDir) {
+        let names: Vec<_> = fs::read_dir(scratch.path().join("outside"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["keep"]);
+        assert_eq!(
+            fs::read(scratch.path().join("outside/keep")).unwrap(),
+            b"keep"
+        );
+    }
+
+    #[test]
+    fn confine_cleans_and_refuses_escapes() {
+        assert_eq!(confine(b"/a/../b/", "path").unwrap(), b"b");
+        assert_eq!(confine(b"/", "path").unwrap(), b".");
+        assert_eq!(confine(b"", "path").unwrap(), b".");
+        assert_eq!(confine(b"/../../etc", "path").unwrap(), b"etc");
+        assert!(confine(b"..", "path").is_err());
+        assert!(confine(b"a/../../b", "path").is_err());
+        assert!(confine(&vec![b'a'; MAX_PATH + 1], "path").is_err());
+    }
+
+    #[test]
+    fn symlinks_on_the_way_resolve_inside_the_layer() {
+        let (scratch, layer) = scratch();
+        let mut extractor = Extractor::new(&layer, WhiteoutFormat::Overlay).unwrap();
+        put(&mut extractor, &link("root", b'2', "/"), b"").unwrap();
+        put(&mut extractor, &link("up", b'2', "../../../outside"), b"").unwrap();
+        put(&mut extractor, &link("abs", b'2', "/../outside"), b"").unwrap();
+        put(&mut extractor, &entry("root/a", b'0'), b"1").unwrap();
+        put(&mut extractor, &entry("up/b", b'0'), b"2").unwrap();
+        put(&mut extractor, &entry("abs/c", b'0'), b"3").unwrap();
+        put(&mut extractor, &entry("abs/keep", b'0'), b"4").unwrap();
+        extractor.finish().unwrap();
+        outside_untouched(&scratch);
+        assert_eq!(fs::read(layer.join("a")).unwrap(), b"1");
+        assert_eq!(fs::read(layer.join("outside/b")).unwrap(), b"2");
+        assert_eq!(fs::read(layer.join("outside/c")).unwrap(), b"3");
+        assert_eq!(fs::read(layer.join("outside/keep")).unwrap(), b"4");
+        // The symlinks themselves are kept as written.
+        assert_eq!(
+            fs::read_link(layer.join("up")).unwrap(),
+            Path::new("../../../outside")
+        );
+    }
+
+    #[test]
+    fn an_existing_symlink_is_replaced_not_followed() {
+        let (scratch, layer) = scratch();
+        symlink(scratch.path().join("outside/keep"), layer.join("f")).unwrap();
+        let mut extractor = Extractor::new(&layer, WhiteoutFormat::Vfs).unwrap();
+        put(&mut extractor, &entry("f", b'0'), b"new").unwrap();
+        extractor.finish().unwrap();
+        outside_untouched(&scratch);
+        assert_eq!(fs::read(layer.join("f")).unwrap(), b"new");
+    }
+
+    #[test]
+    fn symlink_loops_fail_and_hard_links_stay_inside() {
+        let (scratch, layer) = scratch();
+        let mut extractor = Extractor::new(&layer, WhiteoutFormat::Overlay).unwrap();
+        put(&mut extractor, &link("loop", b'2', "loop"), b"").unwrap();
+        assert!(put(&mut extractor, &entry("loop/x", b'0'), b"").is_err());
+        let escape = put(&mut extractor, &link("h", b'1', "../outside/keep"), b"");
+        assert!(matches!(escape, Err(Error::InvalidLayerData(_))));
+        let missing = put(&mut extractor, &link("h", b'1', "nothing"), b"");
+        assert!(matches!(missing, Err(Error::InvalidLayerData(_))));
+        put(&mut extractor, &entry("t", b'0'), b"data").unwrap();
+        put(&mut extractor, &link("h", b'1', "/t"), b"").unwrap();
+        extractor.finish().unwrap();
+        outside_untouched(&scratch);
+        assert_eq!(
+            fs::metadata(layer.join("h")).unwrap().ino(),
+            fs::metadata(layer.join("t")).unwrap().ino()
+        );
+    }
+
+    #[test]
+    fn directories_get_mode_and_times_at_the_end() {
+        let (_scratch, layer) = scratch();
+        let mut extractor = Extractor::new(&layer, WhiteoutFormat::Overlay).unwrap();
+        let mut dir = entry("d", b'5');
+        dir.mode = 0o555;
+        put(&mut extractor, &dir, b"").unwrap();
+        put(&mut extractor, &entry("d/inner/file", b'0'), b"x").unwrap();
+        assert_eq!(extractor.finish().unwrap(), 1);
+        let metadata = fs::metadata(layer.join("d")).unwrap();
+        assert_eq!(metadata.mode() & 0o7777, 0o555);
+        assert_eq!(metadata.mtime(), 1_600_000_000);
+        assert_eq!(
+            fs::metadata(layer.join("d/inner")).unwrap().mode() & 0o777,
+            0o755 & !0o022
+        );
+    }
+
+    #[test]
+    fn vfs_whiteouts_remove_and_opaque_keeps_this_layers_entries() {
+        let (scratch, layer) = scratch();
+        fs::create_dir_all(layer.join("d/sub")).unwrap();
+        fs::write(layer.join("d/sub/old"), b"").unwrap();
+        fs::write(layer.join("d/old"), b"").unwrap();
+        fs::write(layer.join("gone"), b"").unwrap();
+        symlink(scratch.path().join("outside"), layer.join("d/escape")).unwrap();
+        let mut extractor = Extractor::new(&layer, WhiteoutFormat::Vfs).unwrap();
+        put(&mut extractor, &entry(".wh.gone", b'0'), b"").unwrap();
+        put(&mut extractor, &entry("d/sub", b'5'), b"").unwrap();
+        put(&mut extractor, &entry("d/sub/new", b'0'), b"n").unwrap();
+        // Its parent is not an entry of the layer, so the opaque marker takes it (as in Go).
+        put(&mut extractor, &entry("d/implicit/new", b'0'), b"n").unwrap();
+        put(&mut extractor, &entry("d/.wh..wh..opq", b'0'), b"").unwrap();
+        put(&mut extractor, &entry("d/.wh..wh.plnk/x", b'0'), b"").unwrap();
+        extractor.finish().unwrap();
+        outside_untouched(&scratch);
+        assert!(!layer.join("gone").exists());
+        assert!(!layer.join("d/old").exists());
+        assert!(!layer.join("d/escape").exists());
+        assert!(!layer.join("d/sub/old").exists());
+        assert!(layer.join("d/sub/new").exists());
+        assert!(!layer.join("d/implicit").exists());
+        assert!(!layer.join("d/.wh..wh.plnk").exists());
+    }
+
+    #[test]
+    fn overlay_whiteouts_become_devices_and_opaque_xattrs() {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return; // character devices need root
+        }
+        let (_scratch, layer) = scratch();
+        fs::create_dir(layer.join("d")).unwrap();
+        fs::write(layer.join("d/f"), b"").unwrap();
+        let mut extractor = Extractor::new(&layer, WhiteoutFormat::Overlay).unwrap();
+        let mut whiteout = entry("d/.wh.f", b'0');
+        whiteout.uid = 7;
+        put(&mut extractor, &whiteout, b"").unwrap();
+        put(&mut extractor, &entry("e/.wh..wh..opq", b'0'), b"").unwrap();
+        extractor.finish().unwrap();
+        let device = fs::symlink_metadata(layer.join("d/f")).unwrap();
+        assert!(device.file_type().is_char_device());
+        assert_eq!((device.rdev(), device.uid()), (0, 7));
+        let path = c_string(layer.join("e").as_os_str().as_bytes()).unwrap();
+        let mut value = [0u8; 4];
+        // SAFETY: valid path, name and buffer.
+        let length = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                c"trusted.overlay.opaque".as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        assert_eq!(length, 1);
+        assert_eq!(value[0], b'y');
+    }
+}

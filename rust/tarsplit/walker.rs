@@ -369,3 +369,171 @@ fn padding(size: u64) -> usize {
     // Always below 512.
     usize::try_from(size.wrapping_neg() & (BLOCK as u64 - 1)).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crc64;
+    use base64::Engine as _;
+
+    /// A USTAR header block with a valid checksum.
+    fn block(name: &[u8], typeflag: u8, size: u64, linkname: &[u8]) -> Vec<u8> {
+        let mut block = vec![0u8; BLOCK];
+        block[..name.len()].copy_from_slice(name);
+        block[100..108].copy_from_slice(b"0000644\0");
+        block[108..116].copy_from_slice(b"0000000\0");
+        block[116..124].copy_from_slice(b"0000000\0");
+        block[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+        block[136..148].copy_from_slice(b"14000000000\0");
+        block[156] = typeflag;
+        block[157..157 + linkname.len()].copy_from_slice(linkname);
+        block[257..263].copy_from_slice(b"ustar\0");
+        block[263..265].copy_from_slice(b"00");
+        block[148..156].copy_from_slice(b"        ");
+        let sum: u32 = block.iter().map(|&byte| u32::from(byte)).sum();
+        block[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        block
+    }
+
+    fn padded(data: &[u8]) -> Vec<u8> {
+        let mut out = data.to_vec();
+        out.resize(data.len().div_ceil(BLOCK) * BLOCK, 0);
+        out
+    }
+
+    fn b64(data: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(data)
+    }
+
+    /// The tar-split lines of `archive`, or the error.
+    fn lines(archive: &[u8]) -> std::result::Result<Vec<String>, String> {
+        let mut walker = Walker::new(archive, Packer::new(Vec::new()));
+        let run = || -> Result<Vec<u8>> {
+            while walker.next_entry()?.is_some() {}
+            Ok(walker.finish()?.into_inner())
+        };
+        run()
+            .map(|out| {
+                String::from_utf8(out)
+                    .unwrap()
+                    .lines()
+                    .map(String::from)
+                    .collect()
+            })
+            .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn file_padding_end_blocks_and_trailing_bytes() {
+        let header = block(b"a", b'0', 5, b"");
+        let mut archive = header.clone();
+        archive.extend(padded(b"hello"));
+        archive.extend([0u8; 1024]);
+        archive.extend(b"xyz");
+        let crc = crc64::checksum(b"hello").to_be_bytes();
+        let end = vec![0u8; 507 + 1024];
+        assert_eq!(
+            lines(&archive).unwrap(),
+            [
+                format!(
+                    "{{\"type\":2,\"payload\":\"{}\",\"position\":0}}",
+                    b64(&header)
+                ),
+                format!(
+                    "{{\"type\":1,\"name\":\"a\",\"size\":5,\"payload\":\"{}\",\"position\":1}}",
+                    b64(&crc)
+                ),
+                format!(
+                    "{{\"type\":2,\"payload\":\"{}\",\"position\":2}}",
+                    b64(&end)
+                ),
+                format!(
+                    "{{\"type\":2,\"payload\":\"{}\",\"position\":3}}",
+                    b64(b"xyz")
+                ),
+                "{\"type\":2,\"payload\":\"\",\"position\":4}".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn long_names_and_pax_records_replace_the_header_name() {
+        let long = vec![b'n'; 300];
+        let mut archive = block(b"././@LongLink", b'L', 301, b"");
+        let mut data = long.clone();
+        data.push(0);
+        archive.extend(padded(&data));
+        archive.extend(block(b"short", b'0', 0, b""));
+        let record = b"16 path=paxname\n";
+        archive.extend(block(b"PaxHeaders/x", b'x', record.len() as u64, b""));
+        archive.extend(padded(record));
+        archive.extend(block(b"ignored", b'2', 0, b"target"));
+        archive.extend([0u8; 1024]);
+        let lines = lines(&archive).unwrap();
+        assert_eq!(lines.len(), 6, "{lines:?}");
+        assert!(lines[1].starts_with(&format!(
+            "{{\"type\":1,\"name\":\"{}\",\"payload\":null",
+            "n".repeat(300)
+        )));
+        assert_eq!(
+            lines[3],
+            "{\"type\":1,\"name\":\"paxname\",\"payload\":null,\"position\":3}"
+        );
+    }
+
+    #[test]
+    fn a_partial_padding_at_the_end_is_dropped_as_go_does() {
+        let mut archive = block(b"f", b'0', 3, b"");
+        archive.extend(b"abc");
+        archive.extend([0u8; 100]);
+        let lines = lines(&archive).unwrap();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[2], "{\"type\":2,\"payload\":\"\",\"position\":2}");
+    }
+
+    #[test]
+    fn malformed_archives_are_refused_with_their_offset() {
+        let file = block(b"f", b'0', 3, b"");
+        let mut truncated = file.clone();
+        truncated.extend(b"ab");
+        assert!(lines(&truncated).unwrap_err().contains("offset 514"));
+        let mut bad = file.clone();
+        bad[0] = b'g';
+        assert!(lines(&bad).unwrap_err().contains("checksum"));
+        assert!(lines(&file[..100])
+            .unwrap_err()
+            .contains("truncated header"));
+        let mut zero_then_header = vec![0u8; BLOCK];
+        zero_then_header.extend(&file);
+        assert!(lines(&zero_then_header).unwrap_err().contains("zero block"));
+        let mut duplicate = block(b"a/b", b'5', 0, b"");
+        duplicate.extend(block(b"./a//b/", b'5', 0, b""));
+        assert!(lines(&duplicate).unwrap_err().contains("duplicate path"));
+        let mut big_pax = block(b"x", b'x', (1 << 20) + 1, b"");
+        big_pax.extend(vec![0u8; (1 << 20) + 512]);
+        assert!(lines(&big_pax).unwrap_err().contains("larger than 1 MiB"));
+        let sparse = block(b"s", b'S', 0, b"");
+        assert!(lines(&sparse).unwrap_err().contains("sparse"));
+    }
+
+    #[test]
+    fn header_only_types_keep_their_size_and_an_empty_crc() {
+        let mut archive = block(b"d/", b'5', 700, b"");
+        archive.extend([0u8; 1024]);
+        let lines = lines(&archive).unwrap();
+        assert_eq!(
+            lines[1],
+            "{\"type\":1,\"name\":\"d/\",\"size\":700,\"payload\":\"AAAAAAAAAAA=\",\"position\":1}"
+        );
+    }
+
+    #[test]
+    fn trailing_bytes_go_in_one_mebibyte_segments() {
+        let mut archive = vec![0u8; 1024];
+        archive.extend(vec![7u8; (2 << 20) + 5]);
+        let lines = lines(&archive).unwrap();
+        // end blocks, 1 MiB, 1 MiB, 5 bytes, empty
+        assert_eq!(lines.len(), 5);
+        assert!(lines[3].contains(&b64(&[7u8; 5])));
+    }
+}
