@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
-use crate::paths::{clean, PathSet};
+use crate::paths::{clean, shown, PathSet};
 use crate::tarsplit::header::{Header, Time};
 
 /// Longest cleaned name or link name we accept (Linux's `PATH_MAX`).
@@ -73,14 +73,14 @@ fn confine(name: &[u8], what: &str) -> Result<Vec<u8>> {
     };
     if relative == b".." || relative.starts_with(b"../") {
         return Err(Error::InvalidLayerData(format!(
-            "{what} {:?} escapes the layer",
-            String::from_utf8_lossy(name)
+            "{what} {} escapes the layer",
+            shown(name)
         )));
     }
     if relative.len() > MAX_PATH {
         return Err(Error::InvalidLayerData(format!(
-            "{what} {:?}... is longer than {MAX_PATH} bytes",
-            String::from_utf8_lossy(&name[..100.min(name.len())])
+            "{what} {}... is longer than {MAX_PATH} bytes",
+            shown(&name[..100.min(name.len())])
         )));
     }
     Ok(relative)
@@ -96,6 +96,24 @@ fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
 
 fn c_string(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// A failed lookup of a parent directory: loops and non-directories are the archive's fault.
+fn walk_error(error: io::Error, parent: &[u8], path: &Path) -> Error {
+    match error.raw_os_error() {
+        Some(libc::ELOOP) => Error::InvalidLayerData(format!(
+            "{}: too many levels of symbolic links",
+            shown(parent)
+        )),
+        Some(libc::ENOTDIR) => Error::InvalidLayerData(format!(
+            "{}: a component of the path is not a directory",
+            shown(parent)
+        )),
+        _ => Error::Io {
+            source: error,
+            path: path.to_path_buf(),
+        },
+    }
 }
 
 fn errno() -> io::Error {
@@ -706,9 +724,9 @@ impl Extractor {
             b'0' | b'7' | b'1' | b'2' | b'3' | b'4' | b'5' | b'6'
         ) {
             return Err(Error::InvalidLayerData(format!(
-                "unsupported entry type {:?} for {:?}",
+                "unsupported entry type {:?} for {}",
                 char::from(typeflag),
-                String::from_utf8_lossy(&header.name)
+                shown(&header.name)
             )));
         }
         // The hard link target is resolved before the parent takes the cache.
@@ -717,7 +735,9 @@ impl Extractor {
         } else {
             None
         };
-        let dir = self.parent(parent, true).at(&path)?;
+        let dir = self
+            .parent(parent, true)
+            .map_err(|error| walk_error(error, parent, &path))?;
         let dir = dir.as_fd();
         let mut replaced = false;
         loop {
@@ -738,9 +758,9 @@ impl Extractor {
                 }
                 Err(error) if typeflag == b'1' && error.raw_os_error() == Some(libc::ENOENT) => {
                     return Err(Error::InvalidLayerData(format!(
-                        "hard link {:?} points to {:?}, which is not in the layer",
-                        String::from_utf8_lossy(&header.name),
-                        String::from_utf8_lossy(&header.linkname)
+                        "hard link {} points to {}, which is not in the layer",
+                        shown(&header.name),
+                        shown(&header.linkname)
                     )));
                 }
                 Err(error) => return Err(error).at(&path),
@@ -826,9 +846,9 @@ impl Extractor {
         let target = confine(&header.linkname, "hard link target")?;
         let missing = || {
             Error::InvalidLayerData(format!(
-                "hard link {:?} points to {:?}, which is not in the layer",
-                String::from_utf8_lossy(&header.name),
-                String::from_utf8_lossy(&header.linkname)
+                "hard link {} points to {}, which is not in the layer",
+                shown(&header.name),
+                shown(&header.linkname)
             ))
         };
         if target == b"." {

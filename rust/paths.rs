@@ -68,6 +68,45 @@ pub fn base(path: &[u8]) -> &[u8] {
     }
 }
 
+/// A name for messages, as the pure engine shows it: Python's
+/// `repr(name.decode("utf-8", "backslashreplace"))`.
+#[must_use]
+pub fn shown(name: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut decoded = String::with_capacity(name.len());
+    for chunk in name.utf8_chunks() {
+        decoded.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            let _ = write!(decoded, "\\x{byte:02x}");
+        }
+    }
+    let quote = if decoded.contains('\'') && !decoded.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(decoded.len() + 2);
+    out.push(quote);
+    for character in decoded.chars() {
+        match character {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || c as u32 == 0x7F => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
+}
+
 /// A set of byte strings kept as two independent keyed SipHash-1-3 values (random keys per
 /// set). A false match needs a 128-bit collision under keys the archive's author cannot know.
 pub struct PathSet {
@@ -228,6 +267,15 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(base(input.as_bytes()), want.as_bytes(), "base({input:?})");
         }
+    }
+
+    #[test]
+    fn shown_is_pythons_repr() {
+        assert_eq!(shown(b"f"), "'f'");
+        assert_eq!(shown(b"it's"), "\"it's\"");
+        assert_eq!(shown(b"a\\b\n\x01"), "'a\\\\b\\n\\x01'");
+        assert_eq!(shown(b"caf\xe9"), "'caf\\\\xe9'");
+        assert_eq!(shown("é".as_bytes()), "'é'");
     }
 
     #[test]

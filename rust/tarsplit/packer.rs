@@ -43,8 +43,8 @@ impl<W: Write> Packer<W> {
             Ok(())
         } else {
             Err(Error::InvalidLayerData(format!(
-                "duplicate path {:?} in the layer",
-                String::from_utf8_lossy(name)
+                "duplicate path {} in the layer",
+                crate::paths::shown(name)
             )))
         }
     }

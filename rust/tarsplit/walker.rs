@@ -10,6 +10,7 @@ use std::io::{BufRead, Write};
 
 use crate::crc64::Crc64;
 use crate::error::{Error, Result};
+use crate::paths::shown;
 use crate::tarsplit::header::{
     format_of, is_header_only, is_sparse_pax, merge_pax, parse_block, parse_pax, parse_string,
     Header, PaxRecords, BLOCK,
@@ -196,9 +197,9 @@ impl<R: BufRead, W: Write> Walker<R, W> {
                         return Err(tar_error(
                             offset,
                             &format!(
-                                "entry {:?} is a sparse file: sparse files cannot be stored \
+                                "entry {} is a sparse file: sparse files cannot be stored \
                                  byte-exactly and are not supported",
-                                String::from_utf8_lossy(&header.name)
+                                shown(&header.name)
                             ),
                         ));
                     }
@@ -284,12 +285,12 @@ impl<R: BufRead, W: Write> Walker<R, W> {
                 let name = self
                     .pending
                     .as_ref()
-                    .map(|p| String::from_utf8_lossy(&p.name).into_owned())
+                    .map(|p| shown(&p.name))
                     .unwrap_or_default();
                 return Err(tar_error(
                     self.offset,
                     &format!(
-                        "entry {name:?} is truncated ({} bytes of content missing)",
+                        "entry {name} is truncated ({} bytes of content missing)",
                         self.remaining
                     ),
                 ));
