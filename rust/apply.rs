@@ -396,3 +396,101 @@ fn decode_blob(
     let (digest, size) = digester.map_or_else(|| (String::new(), 0), Digester::finish);
     Ok(Some((compression, digest, size)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn header(name: &[u8], typeflag: u8, size: usize) -> Vec<u8> {
+        let mut block = vec![0u8; 512];
+        block[..name.len()].copy_from_slice(name);
+        block[100..108].copy_from_slice(b"0000644\0");
+        block[108..116].copy_from_slice(b"0001750\0");
+        block[116..124].copy_from_slice(b"0001751\0");
+        block[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+        block[136..148].copy_from_slice(b"14000000000\0");
+        block[156] = typeflag;
+        block[257..265].copy_from_slice(b"ustar\x0000");
+        block[148..156].copy_from_slice(b"        ");
+        let sum: u32 = block.iter().map(|&byte| u32::from(byte)).sum();
+        block[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        block
+    }
+
+    fn layer() -> Vec<u8> {
+        let mut tar = header(b"dir/", b'5', 0);
+        tar.extend(header(b"dir/file", b'0', 5));
+        tar.extend(b"hello");
+        tar.extend([0u8; 507]);
+        tar.extend(header(b"dir/.wh.old", b'0', 0));
+        tar.extend([0u8; 1024]);
+        tar
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn options(scratch: &Path) -> Options {
+        Options {
+            destination: scratch.join("tree"),
+            tar_split_path: scratch.join("layer.tar-split.gz"),
+            whiteout_format: WhiteoutFormat::Vfs,
+            trusted_compressed_digest: None,
+            trusted_uncompressed_digest: None,
+        }
+    }
+
+    fn source(blob: Vec<u8>) -> Source {
+        Source {
+            reader: Box::new(io::Cursor::new(blob)),
+            name: PathBuf::from("<test>"),
+        }
+    }
+
+    #[test]
+    fn applies_a_gzip_layer_in_one_pass() {
+        let scratch = tempfile::tempdir().unwrap();
+        let options = options(scratch.path());
+        fs::create_dir(&options.destination).unwrap();
+        let tar = layer();
+        let blob = gzip(&tar);
+        let applied = apply_layer(source(blob.clone()), &options).unwrap();
+        assert_eq!(applied.compression, Compression::Gzip);
+        assert_eq!(applied.compressed_size, blob.len() as u64);
+        assert_eq!(applied.uncompressed_size, tar.len() as u64);
+        let mut digester = Digester::new(None);
+        digester.update(&tar);
+        assert_eq!(applied.uncompressed_digest, digester.finish().0);
+        assert_eq!(
+            (applied.uids, applied.gids, applied.size),
+            (vec![1000], vec![1001], 5)
+        );
+        assert_eq!(
+            fs::read(options.destination.join("dir/file")).unwrap(),
+            b"hello"
+        );
+        let mut lines = String::new();
+        flate2::read::GzDecoder::new(File::open(&options.tar_split_path).unwrap())
+            .read_to_string(&mut lines)
+            .unwrap();
+        assert_eq!(lines.lines().count(), 8);
+        assert!(!temporary_path(&options.tar_split_path).exists());
+    }
+
+    #[test]
+    fn a_failure_leaves_no_tar_split() {
+        let scratch = tempfile::tempdir().unwrap();
+        let options = options(scratch.path());
+        fs::create_dir(&options.destination).unwrap();
+        let mut blob = gzip(&layer());
+        blob.extend(b"trailing garbage");
+        let error = apply_layer(source(blob), &options).unwrap_err();
+        assert!(matches!(error, Error::InvalidLayerData(_)), "{error}");
+        assert!(!options.tar_split_path.exists());
+        assert!(!temporary_path(&options.tar_split_path).exists());
+    }
+}
