@@ -592,7 +592,9 @@ impl Extractor {
                 } else {
                     c"user.overlay.opaque"
                 };
-                let dir = self.walk(directory, true).at(&path)?;
+                let dir = self
+                    .walk(directory, true)
+                    .map_err(|error| walk_error(error, directory, &path))?;
                 Target::Dir(dir.as_fd()).set_xattr(name, b"y").at(&path)
             }
             WhiteoutFormat::Vfs => {

@@ -128,10 +128,21 @@ impl<R: BufRead, W: Write> Walker<R, W> {
             if self.pad > 0 {
                 let start = self.raw.len();
                 let pad = std::mem::take(&mut self.pad);
-                if let Filled::Short(_) = self.read_raw(pad)? {
-                    // Go's tryReadFull: the archive ends, and a partial padding is not kept.
-                    self.raw.truncate(start);
-                    return Ok(None);
+                match self.read_raw(pad)? {
+                    // The stream ends right after the content: the archive ends there (Go too).
+                    Filled::Short(0) => {
+                        self.raw.truncate(start);
+                        return Ok(None);
+                    }
+                    // Go ends here too but drops the partial padding from tar-split, so its diff
+                    // would differ from the blob: refuse the truncated archive instead.
+                    Filled::Short(_) => {
+                        return Err(tar_error(
+                            self.offset,
+                            "the archive is truncated inside the padding of an entry",
+                        ));
+                    }
+                    Filled::Full => {}
                 }
             }
             if self.raw.len() > MAX_RAW {
@@ -483,10 +494,19 @@ mod tests {
     }
 
     #[test]
-    fn a_partial_padding_at_the_end_is_dropped_as_go_does() {
+    fn a_partial_padding_at_the_end_is_refused() {
         let mut archive = block(b"f", b'0', 3, b"");
         archive.extend(b"abc");
         archive.extend([0u8; 100]);
+        assert!(lines(&archive)
+            .unwrap_err()
+            .contains("truncated inside the padding"));
+    }
+
+    #[test]
+    fn an_archive_may_end_right_after_the_content() {
+        let mut archive = block(b"f", b'0', 3, b"");
+        archive.extend(b"abc");
         let lines = lines(&archive).unwrap();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[2], "{\"type\":2,\"payload\":\"\",\"position\":2}");

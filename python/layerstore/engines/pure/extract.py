@@ -326,7 +326,13 @@ class Extractor:
         os.utime(base, ns=self._times(entry), dir_fd=parent_fd, follow_symlinks=False)
 
     def _whiteout(self, entry: TarEntry, target: Parts) -> None:
-        parent_fd = self._directory(target[:-1], create=True)
+        if target[-1] in (b"", b".", b".."):
+            return  # ".wh." alone names nothing to hide
+        try:
+            parent_fd = self._directory(target[:-1], create=True)
+        except InvalidLayerData:
+            # A parent that is not a directory (a whiteout device, say) hides nothing below it.
+            return
         assert parent_fd is not None
         self._remove(parent_fd, target[-1], target)
         if not self._overlay:
@@ -338,7 +344,12 @@ class Extractor:
         self._chown(parent_fd, target[-1], entry)
 
     def _opaque(self, directory: Parts) -> None:
-        fd = self._open_directory(directory, create=True)
+        try:
+            fd = self._open_directory(directory, create=True)
+        except InvalidLayerData:
+            if self._overlay:
+                raise
+            return  # vfs: nothing below a non-directory to remove
         assert fd is not None
         try:
             if self._overlay:

@@ -18,6 +18,7 @@ __all__ = ["BLOCK", "TarEntry", "TarWalker"]
 
 BLOCK = 512
 MAX_SPECIAL_FILE = 1 << 20  # PAX and GNU long-name data: Go's upstream limit
+MAX_RAW = 64 << 20  # header bytes before one entry: endless chains of meta headers are refused
 _HEADER_ONLY_TYPES = frozenset(b"123456")
 _ZERO_BLOCK = bytes(BLOCK)
 _NANOSECOND_DIGITS = 9
@@ -241,13 +242,20 @@ class TarWalker:
         long_link: bytes | None = None
         while True:
             if self._padding:
-                padding = self._read(self._padding)
-                raw += padding
-                ended = len(padding) < self._padding
-                self._padding = 0
-                if ended:
+                owed, self._padding = self._padding, 0
+                padding = self._read(owed)
+                if not padding:  # the stream ends right after the content: so does the archive
                     self.final_raw = bytes(raw)
                     return None
+                if len(padding) < owed:
+                    # Go ends here too but drops the partial padding from tar-split, so its
+                    # diff would differ from the blob: refuse the truncated archive instead.
+                    raise self._error(
+                        self._offset, "the archive is truncated inside the padding of an entry"
+                    )
+                raw += padding
+            if len(raw) > MAX_RAW:
+                raise self._error(self._offset, "too many meta headers before one entry")
             offset = self._offset
             block = self._read(BLOCK)
             if not block:
@@ -269,9 +277,9 @@ class TarWalker:
                 entry = self._parse_header(block, offset)
             except _HeaderError:
                 raise self._error(offset, "invalid tar header") from None
-            if entry.size < 0:
-                raise self._error(offset, "negative size")
             datasize = entry.datasize
+            if datasize < 0:
+                raise self._error(offset, "negative size")
             self._padding = -datasize % BLOCK
             kind = entry.typeflag
             if kind in (ord("x"), ord("g")):
@@ -317,7 +325,7 @@ class TarWalker:
                 entry.linkname = long_link
             if kind == 0:
                 entry.typeflag = ord("5") if entry.name.endswith(b"/") else ord("0")
-            if entry.size < 0:
+            if entry.datasize < 0:
                 raise self._error(offset, "negative size")
             if entry.typeflag == ord("S") or _is_sparse(pax):
                 name = entry.name.decode("utf-8", "backslashreplace")
