@@ -13,7 +13,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 
 use crate::compress::{self, Compression};
@@ -276,34 +276,85 @@ impl BufRead for ChannelReader {
     }
 }
 
-/// The source as read: hashed and counted, with a note of whether it failed.
-struct Counted {
-    inner: Box<dyn Read + Send>,
-    state: Arc<Mutex<CountedState>>,
+/// Size of the buffers of the blob as given, read ahead of the decoder.
+const SOURCE_CHUNK: usize = 256 << 10;
+
+/// The blob as given, read and hashed ahead on a thread of its own: the decoder is the slowest
+/// stage of the pipeline, so hashing the blob must not run on its thread.
+struct Prefetched {
+    receiver: Receiver<io::Result<Vec<u8>>>,
+    free: SyncSender<Vec<u8>>,
+    current: Vec<u8>,
+    position: usize,
 }
 
-struct CountedState {
-    digester: Option<Digester>,
-    failed: bool,
+/// The read-ahead thread's handle: joined, it gives the blob's digester.
+struct Prefetcher {
+    thread: thread::JoinHandle<Digester>,
+    failed: Arc<AtomicBool>,
 }
 
-impl Read for Counted {
-    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
-        let result = self.inner.read(buffer);
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match &result {
-            Ok(count) => {
-                if let Some(digester) = &mut state.digester {
-                    digester.update(&buffer[..*count]);
+fn prefetch(
+    mut reader: Box<dyn Read + Send>,
+    mut digester: Digester,
+) -> io::Result<(Prefetched, Prefetcher)> {
+    let (sender, receiver) = mpsc::sync_channel::<io::Result<Vec<u8>>>(IN_FLIGHT);
+    let (free, free_receiver) = mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT + 2);
+    let failed = Arc::new(AtomicBool::new(false));
+    let failed_here = Arc::clone(&failed);
+    let thread = thread::Builder::new()
+        .name("layerstore-source".into())
+        .spawn(move || {
+            loop {
+                let mut buffer = free_receiver
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(SOURCE_CHUNK));
+                buffer.resize(SOURCE_CHUNK, 0);
+                match reader.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(count) => {
+                        digester.update(&buffer[..count]);
+                        buffer.truncate(count);
+                        // A closed channel: the decoder stopped early, so do we.
+                        if sender.send(Ok(buffer)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                    Err(error) => {
+                        failed_here.store(true, Ordering::Relaxed);
+                        let _ = sender.send(Err(error));
+                        break;
+                    }
                 }
             }
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => state.failed = true,
+            digester
+        })?;
+    let prefetched = Prefetched {
+        receiver,
+        free,
+        current: Vec::new(),
+        position: 0,
+    };
+    Ok((prefetched, Prefetcher { thread, failed }))
+}
+
+impl Read for Prefetched {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        if self.position == self.current.len() {
+            let used = std::mem::take(&mut self.current);
+            let _ = self.free.try_send(used);
+            self.position = 0;
+            match self.receiver.recv() {
+                Ok(Ok(data)) => self.current = data,
+                Ok(Err(error)) => return Err(error),
+                Err(mpsc::RecvError) => return Ok(0), // the source ended
+            }
         }
-        result
+        let count = buffer.len().min(self.current.len() - self.position);
+        buffer[..count].copy_from_slice(&self.current[self.position..self.position + count]);
+        self.position += count;
+        Ok(count)
     }
 }
 
@@ -336,21 +387,47 @@ fn decode_blob(
     free: &Receiver<Vec<u8>>,
     stop: &AtomicBool,
 ) -> Result<Option<End>> {
-    let state = Arc::new(Mutex::new(CountedState {
-        digester: Some(Digester::new(trusted)),
-        failed: false,
-    }));
-    let mut counted = Counted {
-        inner: source.reader,
-        state: Arc::clone(&state),
-    };
+    let name = source.name;
     let source_error = |error: io::Error| Error::Io {
         source: error,
-        path: source.name.clone(),
+        path: name.clone(),
     };
-    let magic = compress::read_magic(&mut counted).map_err(source_error)?;
+    let (prefetched, source_thread) =
+        prefetch(source.reader, Digester::new(trusted)).map_err(source_error)?;
+    let decoded = decode(
+        prefetched,
+        &source_thread.failed,
+        sender,
+        free,
+        stop,
+        &source_error,
+    );
+    // The decoder (and with it the channel from the source thread) is gone: the thread ends
+    // after its current read, and is joined on every path.
+    let digester = source_thread
+        .thread
+        .join()
+        .map_err(|_| Error::Internal("the layer source thread panicked".into()))?;
+    match decoded? {
+        Some(compression) => {
+            let (digest, size) = digester.finish();
+            Ok(Some((compression, digest, size)))
+        }
+        None => Ok(None),
+    }
+}
+
+fn decode(
+    mut prefetched: Prefetched,
+    source_failed: &AtomicBool,
+    sender: &SyncSender<Message>,
+    free: &Receiver<Vec<u8>>,
+    stop: &AtomicBool,
+    source_error: &dyn Fn(io::Error) -> Error,
+) -> Result<Option<Compression>> {
+    let magic = compress::read_magic(&mut prefetched).map_err(source_error)?;
     let compression = compress::detect(&magic);
-    let mut decoder = compress::decoder(compression, io::Cursor::new(magic).chain(counted))?;
+    let mut decoder = compress::decoder(compression, io::Cursor::new(magic).chain(prefetched))?;
     loop {
         if stop.load(Ordering::Relaxed) {
             return Ok(None);
@@ -367,11 +444,7 @@ fn decode_blob(
                 Ok(count) => filled += count,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
-                    let failed = state
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .failed;
-                    return Err(if failed {
+                    return Err(if source_failed.load(Ordering::Relaxed) {
                         source_error(error)
                     } else {
                         decoder.describe(&error)
@@ -384,17 +457,9 @@ fn decode_blob(
             return Ok(None);
         }
         if filled < CHUNK {
-            break;
+            return Ok(Some(compression));
         }
     }
-    drop(decoder);
-    let digester = state
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .digester
-        .take();
-    let (digest, size) = digester.map_or_else(|| (String::new(), 0), Digester::finish);
-    Ok(Some((compression, digest, size)))
 }
 
 #[cfg(test)]
