@@ -176,7 +176,9 @@ def layer_entries(draw: st.DrawFn, whiteouts: bool = True) -> list[Entry]:
     if whiteouts and draw(st.booleans()):
         parent = draw(st.sampled_from([b"", *directories]))
         prefix = parent + b"/" if parent else b""
-        entries.append(Entry(prefix + b".wh." + draw(_SEGMENT), "file", data=b""))
+        # A whiteout hides something of the parent layer, never an entry of this one.
+        hidden = draw(_SEGMENT.filter(lambda part: prefix + part not in taken))
+        entries.append(Entry(prefix + b".wh." + hidden, "file", data=b""))
         if parent and draw(st.booleans()):
             entries.append(Entry(prefix + b".wh..wh..opq", "file", data=b""))
     return entries

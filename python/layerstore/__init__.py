@@ -10,6 +10,7 @@ See :class:`LayerStore` for the API and ``layerstore.errors`` for what it raises
 
 from __future__ import annotations
 
+from .changes import Change
 from .errors import (
     BigDataUnknown,
     DuplicateID,
@@ -30,6 +31,7 @@ from .store import LayerStore
 
 __all__ = [
     "BigDataUnknown",
+    "Change",
     "Compression",
     "DuplicateID",
     "DuplicateLayerNames",

@@ -18,16 +18,18 @@ Consistency rules (SPEC section 3):
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Self
+from typing import Any, BinaryIO, Literal, Self, cast
 
 from . import gojson
 from .atomic import write_atomic
 from .bigdata import big_data_file_name
+from .changes import Change
 from .drivers import Driver, choose_driver, open_driver, remove_tree
 from .engines import DiffSource, Engine, select_engine
 from .errors import (
@@ -44,6 +46,7 @@ from .errors import (
 from .index import LayerIndex
 from .layer import (
     INCOMPLETE_FLAG,
+    Compression,
     IDMap,
     Layer,
     check_layer_id,
@@ -55,10 +58,51 @@ from .layer import (
 )
 from .locking import LockFile
 from .mounts import MountPoint, decode_mounts, encode_mounts
+from .streams import check_diff_compression, compressed_chunks, reader_of
 
 __all__ = ["LayerStore"]
 
 TAR_SPLIT_SUFFIX = ".tar-split.gz"
+
+
+class _HeldStream(io.BufferedIOBase):
+    """An engine's diff stream that releases the store's lock when it is closed."""
+
+    def __init__(self, stream: BinaryIO, holding: contextlib.ExitStack) -> None:
+        super().__init__()
+        self._stream = stream
+        self._holding = holding
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._stream.read(-1 if size is None else size)
+
+    def read1(self, size: int = -1) -> bytes:
+        return self._stream.read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        return self._stream.readinto(buffer)  # type: ignore[attr-defined, no-any-return]
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._stream.close()
+            finally:
+                try:
+                    self._holding.close()
+                finally:
+                    super().close()
+
+
+def _compression(value: Compression | str) -> Compression:
+    if isinstance(value, Compression):
+        return value
+    try:
+        return Compression[str(value).upper()]
+    except KeyError:
+        raise ValueError(f"unknown compression {value!r}: choose none, gzip or zstd") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,6 +490,68 @@ class LayerStore:
         """Layers whose uncompressed tar (DiffID) had this digest (``sha256:<hex>``)."""
         with self._reading():
             return [self._public(layer) for layer in self._index.by_uncompressed_digest(digest)]
+
+    def size(self, name: str) -> int:
+        """The layer's uncompressed size as recorded when its diff was applied, else -1."""
+        layer = self.get(name)
+        # A digest says the size was set on purpose, not left at its default (as Go reads it).
+        return layer.uncompressed_size if layer.uncompressed_digest else -1
+
+    # -- diffs ---------------------------------------------------------------------------------
+
+    def _diff_base(self, to: str, from_: str | None) -> tuple[Layer, str, bool]:
+        """The layer, the layer to diff against ("" for nothing) and whether it is the parent."""
+        layer = self._index.get(self._index.lookup(to))
+        from_id = self._index.lookup(from_) if from_ else layer.parent
+        return layer, from_id, from_id == layer.parent
+
+    def diff(
+        self,
+        to: str,
+        from_: str | None = None,
+        compression: Compression | str | None = None,
+    ) -> BinaryIO:
+        """A readable stream of the tarball that turns ``from_`` (default: the parent) into
+        ``to``; use it as a context manager, or close it.
+
+        Against the parent, a layer applied from a blob gives back that blob's tar byte for
+        byte, rebuilt from its tar-split file and its files, each file's CRC checked as it is
+        read (a changed file raises InvalidLayerData naming it). Otherwise the tarball is
+        built from the trees. ``compression`` is "none", "gzip" or "zstd"; by default the
+        compression the layer's blob had. The store's shared lock is held until the stream is
+        closed, as containers/storage holds it: close it before changing the store from the
+        same thread.
+        """
+        holding = contextlib.ExitStack()
+        holding.enter_context(self._reading())
+        try:
+            layer, from_id, from_is_parent = self._diff_base(to, from_)
+            wanted = check_diff_compression(
+                _compression(compression) if compression is not None else layer.compression
+            )
+            tar_split = os.path.join(self.layers_dir, layer.id + TAR_SPLIT_SUFFIX)
+            if from_is_parent and os.path.exists(tar_split):
+                stream = self.engine.open_diff(tar_split, self.driver.layer_dir(layer.id), wanted)
+                return cast(BinaryIO, _HeldStream(stream, holding))
+            chunks = self.driver.diff(layer.id, from_id, from_is_parent)
+            return reader_of(compressed_chunks(chunks, wanted), on_close=holding.close)
+        except BaseException:
+            holding.close()
+            raise
+
+    def diff_size(self, to: str, from_: str | None = None) -> int:
+        """Bytes of the files the diff from ``from_`` (default: the parent) to ``to`` adds or
+        changes (an estimate of the diff's length, from the same walk as :meth:`changes`)."""
+        with self._reading():
+            layer, from_id, from_is_parent = self._diff_base(to, from_)
+            return self.driver.diff_size(layer.id, from_id, from_is_parent)
+
+    def changes(self, to: str, from_: str | None = None) -> list[Change]:
+        """The paths added, modified and deleted from ``from_`` (default: the parent) to
+        ``to``, sorted by path."""
+        with self._reading():
+            layer, from_id, from_is_parent = self._diff_base(to, from_)
+            return self.driver.changes(layer.id, from_id, from_is_parent)
 
     def status(self) -> list[tuple[str, str]]:
         """Facts about the store for people, as (key, value) pairs."""

@@ -13,7 +13,9 @@ import os
 import shutil
 import stat
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 
+from ..changes import Change, DirectoryView, TreeView, changes_size, compare_trees, tar_of_changes
 from ..engines import Engine
 
 __all__ = ["DRIVER_NAMES", "Driver", "choose_driver", "open_driver", "remove_tree"]
@@ -60,6 +62,28 @@ class Driver(ABC):
     def status(self) -> list[tuple[str, str]]:
         """Facts about the driver for people, as (key, value) pairs."""
         return [("Driver", self.name), ("Home", self.home)]
+
+    # -- changes and diffs computed from the trees (layers without tar-split) -----------------
+
+    @abstractmethod
+    def view(self, layer_id: str) -> TreeView:
+        """The layer's whole tree as its users see it (with its parents)."""
+
+    def _view_or_empty(self, layer_id: str) -> TreeView:
+        return self.view(layer_id) if layer_id else DirectoryView(None)
+
+    def changes(self, layer_id: str, from_id: str, from_is_parent: bool) -> list[Change]:
+        """What changed from layer ``from_id`` ("" for an empty tree) to ``layer_id``."""
+        return compare_trees(self._view_or_empty(from_id), self.view(layer_id))
+
+    def diff_size(self, layer_id: str, from_id: str, from_is_parent: bool) -> int:
+        """Bytes of the files added or modified from ``from_id`` to ``layer_id``."""
+        return changes_size(self.view(layer_id), self.changes(layer_id, from_id, from_is_parent))
+
+    def diff(self, layer_id: str, from_id: str, from_is_parent: bool) -> Iterator[bytes]:
+        """An uncompressed tarball that turns ``from_id`` into ``layer_id``, lazily."""
+        changes = self.changes(layer_id, from_id, from_is_parent)
+        return tar_of_changes(self.view(layer_id), changes)
 
 
 def remove_tree(path: str) -> None:

@@ -17,7 +17,17 @@ import base64
 import os
 import re
 import stat
+from collections.abc import Iterator
 
+from ..changes import (
+    OPAQUE_MARKER,
+    WHITEOUT_PREFIX,
+    Change,
+    ChangeKind,
+    TreeView,
+    changes_size,
+    tar_entries,
+)
 from ..errors import LayerStoreError
 from . import DEFAULT_LAYER_MODE, Driver, remove_tree
 
@@ -116,6 +126,73 @@ class OverlayDriver(Driver):
     def layer_dir(self, layer_id: str) -> str:
         return os.path.join(self._dir(layer_id), "diff")
 
+    def _stack(self, layer_id: str) -> list[str]:
+        """The diff directories of the layer and its parents, topmost first."""
+        stack = [os.path.join(self._dir(layer_id), "diff")]
+        try:
+            with open(os.path.join(self._dir(layer_id), "lower"), encoding="ascii") as lower:
+                text = lower.read().strip()
+        except FileNotFoundError:
+            text = ""
+        for link in text.split(":") if text else ():
+            if not link.startswith(f"{LINK_DIR}/") or not _LINK_PATTERN.fullmatch(link[2:]):
+                raise LayerStoreError(f"{self._dir(layer_id)}/lower: bad entry {link[:40]!r}")
+            stack.append(os.path.join(self.home, link))
+        return stack
+
+    def view(self, layer_id: str) -> TreeView:
+        return OverlayView(self._stack(layer_id))
+
+    def _upper_walk(self, layer_id: str, parent_id: str) -> Iterator[_Step]:
+        """The layer's own directory in path order: (tar item, change) for each entry, with
+        whiteout devices turned back into ``.wh.NAME`` and opaque directories followed by
+        ``.wh..wh..opq`` when a lower layer has them."""
+        upper = os.path.join(self._dir(layer_id), "diff")
+        below = self._view_or_empty(parent_id)
+
+        def walk(directory: str) -> Iterator[_Step]:
+            for name in sorted(os.listdir(os.path.join(upper, directory))):
+                path = _join(directory, name)
+                real = os.path.join(upper, path)
+                info = os.lstat(real)
+                if is_whiteout(info):
+                    yield (
+                        (_join(directory, WHITEOUT_PREFIX + name), None, None),
+                        Change("/" + path, "delete"),
+                    )
+                    continue
+                lower = below.lstat(path)
+                kind: ChangeKind = "modify" if lower is not None else "add"
+                yield (path, real, info), Change("/" + path, kind)
+                if not stat.S_ISDIR(info.st_mode):
+                    continue
+                if lower is not None and stat.S_ISDIR(lower.st_mode) and is_opaque(real):
+                    yield (_join(path, OPAQUE_MARKER), None, None), None
+                    own = set(os.listdir(real))
+                    for hidden in below.listdir(path):
+                        if hidden not in own:
+                            yield None, Change("/" + _join(path, hidden), "delete")
+                yield from walk(path)
+
+        yield from walk("")
+
+    def changes(self, layer_id: str, from_id: str, from_is_parent: bool) -> list[Change]:
+        if not from_is_parent:
+            return super().changes(layer_id, from_id, from_is_parent)
+        found = [change for _, change in self._upper_walk(layer_id, from_id) if change]
+        return sorted(found)
+
+    def diff_size(self, layer_id: str, from_id: str, from_is_parent: bool) -> int:
+        if not from_is_parent:
+            return super().diff_size(layer_id, from_id, from_is_parent)
+        return changes_size(self.view(layer_id), self.changes(layer_id, from_id, True))
+
+    def diff(self, layer_id: str, from_id: str, from_is_parent: bool) -> Iterator[bytes]:
+        if not from_is_parent:
+            return super().diff(layer_id, from_id, from_is_parent)
+        items = (item for item, _ in self._upper_walk(layer_id, from_id) if item is not None)
+        return tar_entries(items)
+
     def layer_ids(self) -> list[str]:
         try:
             with os.scandir(self.home) as entries:
@@ -127,6 +204,101 @@ class OverlayDriver(Driver):
                 )
         except FileNotFoundError:
             return []
+
+
+OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
+_Item = tuple[str, str | None, os.stat_result | None]  # a tar item: name, real path, stat
+_Step = tuple[_Item | None, Change | None]  # what one entry of the upper directory gives
+
+
+def is_whiteout(info: os.stat_result) -> bool:
+    """An overlay whiteout: a character device 0:0."""
+    return stat.S_ISCHR(info.st_mode) and info.st_rdev == 0
+
+
+def is_opaque(path: str) -> bool:
+    """Whether the directory at ``path`` hides what lower layers hold below it."""
+    for name in OPAQUE_XATTRS:
+        try:
+            if os.getxattr(path, name, follow_symlinks=False) == b"y":
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _join(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name
+
+
+class OverlayView:
+    """The merged tree of a stack of overlay layers, as the kernel would show it mounted.
+
+    ``layers`` are the layers' ``diff`` directories, topmost first. A name comes from the
+    topmost layer that has it; a whiteout (character device 0:0) hides it in the layers below,
+    and an opaque directory hides everything below it in lower layers.
+    """
+
+    def __init__(self, layers: list[str]) -> None:
+        self.layers = layers
+
+    def _directory_layers(self, path: str) -> list[str] | None:
+        """The layers that contribute to directory ``path``, topmost first; None if it is not
+        a directory."""
+        candidates = self.layers
+        parts = [part for part in path.split("/") if part]
+        for depth in range(len(parts)):
+            prefix = "/".join(parts[: depth + 1])
+            contributing: list[str] = []
+            for layer in candidates:
+                real = os.path.join(layer, prefix)
+                try:
+                    info = os.lstat(real)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                if not stat.S_ISDIR(info.st_mode):
+                    break  # a file or a whiteout hides everything of that name below
+                contributing.append(layer)
+                if is_opaque(real):
+                    break
+            if not contributing:
+                return None
+            candidates = contributing
+        return list(candidates)
+
+    def lstat(self, path: str) -> os.stat_result | None:
+        parent, _, name = path.rpartition("/")
+        if not name:
+            return os.lstat(self.layers[0]) if self.layers else None
+        layers = self._directory_layers(parent)
+        for layer in layers or ():
+            try:
+                info = os.lstat(os.path.join(layer, path))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            return None if is_whiteout(info) else info
+        return None
+
+    def real_path(self, path: str) -> str:
+        if not path:
+            return self.layers[0]
+        parent, _, _name = path.rpartition("/")
+        for layer in self._directory_layers(parent) or ():
+            real = os.path.join(layer, path)
+            if os.path.lexists(real):
+                return real
+        raise FileNotFoundError(path)
+
+    def listdir(self, path: str) -> list[str]:
+        names: dict[str, bool] = {}  # name -> visible (False: whited out above)
+        for layer in self._directory_layers(path) or ():
+            real = os.path.join(layer, path)
+            for name in os.listdir(real):
+                if name in names:
+                    continue
+                info = os.lstat(os.path.join(real, name))
+                names[name] = not is_whiteout(info)
+        return sorted(name for name, visible in names.items() if visible)
 
 
 def _write_small_file(path: str, text: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 
+from ..changes import DirectoryView, TreeView
 from . import DEFAULT_LAYER_MODE, Driver, remove_tree
 
 __all__ = ["VfsDriver"]
@@ -44,6 +45,9 @@ class VfsDriver(Driver):
 
     def layer_dir(self, layer_id: str) -> str:
         return self._dir(layer_id)
+
+    def view(self, layer_id: str) -> TreeView:
+        return DirectoryView(self._dir(layer_id))
 
     def layer_ids(self) -> list[str]:
         try:

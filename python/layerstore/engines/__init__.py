@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Protocol, TypeAlias
+from typing import BinaryIO, Protocol, TypeAlias
 
 from ..layer import Compression
 
@@ -73,6 +73,14 @@ class Engine(Protocol):
 
         Decompresses, digests, walks and extracts in one pass; writes ``tar_split_path`` only
         when the whole blob was applied. Raises InvalidLayerData for bad input.
+        """
+        ...
+
+    def open_diff(self, tar_split_path: str, layer_dir: str, compression: Compression) -> BinaryIO:
+        """The layer's exact tarball rebuilt from its tar-split file and files (docs/diff.md).
+
+        Streams; each file's size and CRC-64 are checked as it is read, and a changed file is
+        InvalidLayerData naming it. ``compression`` is NONE, GZIP or ZSTD.
         """
         ...
 

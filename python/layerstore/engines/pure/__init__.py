@@ -1,13 +1,17 @@
 """The pure engine: the same byte work as the native one, with the standard library only.
 
 (and python-zstandard for zstd). Its modules mirror the Rust ones: ``compress``, ``crc64``,
-``tarwalk`` and ``tarsplit``, ``extract``, ``apply``, ``copy``.
+``tarwalk`` and ``tarsplit``, ``confine``, ``extract``, ``apply``, ``assemble``, ``copy``.
 """
 
 from __future__ import annotations
 
+from typing import BinaryIO
+
+from ...layer import Compression
 from .. import ApplyResult, DiffSource
 from .apply import apply_layer
+from .assemble import open_diff
 from .copy import copy_tree
 
 __all__ = ["PureEngine"]
@@ -39,3 +43,6 @@ class PureEngine:
             trusted_compressed_digest=trusted_compressed_digest,
             trusted_uncompressed_digest=trusted_uncompressed_digest,
         )
+
+    def open_diff(self, tar_split_path: str, layer_dir: str, compression: Compression) -> BinaryIO:
+        return open_diff(tar_split_path, layer_dir, compression)

@@ -15,19 +15,17 @@ import shutil
 import stat
 from collections.abc import Iterable
 
-from ... import gopath
 from ...errors import InvalidLayerData
+from .confine import DIRECTORY_FLAGS as _DIR_FLAGS
+from .confine import Parts, confine, open_directory, shown
 from .tarwalk import TarEntry
 
 __all__ = ["Extractor"]
 
-MAX_PATH = 4096
-MAX_SYMLINKS = 40
 WHITEOUT_PREFIX = b".wh."
 WHITEOUT_META_PREFIX = b".wh..wh."
 OPAQUE_MARKER = b".wh..wh..opq"
 _IGNORED_XATTRS = frozenset({b"security.selinux"})
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 TYPE_REGULAR = frozenset(b"07")
 TYPE_HARDLINK = ord("1")
@@ -38,14 +36,9 @@ TYPE_DIRECTORY = ord("5")
 TYPE_FIFO = ord("6")
 TYPE_GLOBAL = ord("g")
 
-Parts = tuple[bytes, ...]
 _MAX_ID = 0xFFFFFFFE  # uid_t; 0xFFFFFFFF means "unchanged" to chown
 _MAX_DEVICE = 0xFFFFFFFF
 _MIN_TIME, _MAX_TIME = -(1 << 63), (1 << 63) - 1  # nanoseconds in a signed 64-bit integer
-
-
-def _shown(name: bytes) -> str:
-    return repr(name.decode("utf-8", "backslashreplace"))
 
 
 class Extractor:
@@ -92,66 +85,7 @@ class Extractor:
         return fd
 
     def _open_directory(self, parts: Parts, create: bool) -> int | None:
-        stack = [os.dup(self._root_fd)]
-        pending = list(parts)
-        links = 0
-        try:
-            while pending:
-                part = pending.pop(0)
-                if part in (b"", b"."):
-                    continue
-                if part == b"..":
-                    if len(stack) > 1:
-                        os.close(stack.pop())
-                    continue
-                current = stack[-1]
-                try:
-                    stack.append(os.open(part, _DIR_FLAGS, dir_fd=current))
-                    continue
-                except FileNotFoundError:
-                    if not create:
-                        return None
-                    os.mkdir(part, 0o755, dir_fd=current)
-                    fd = os.open(part, _DIR_FLAGS, dir_fd=current)
-                    os.fchmod(fd, 0o755)  # whatever the umask
-                    stack.append(fd)
-                    continue
-                except OSError as exc:
-                    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
-                        raise
-                info = os.stat(part, dir_fd=current, follow_symlinks=False)
-                if not stat.S_ISLNK(info.st_mode):
-                    if not create:
-                        return None
-                    raise InvalidLayerData(
-                        f"{_shown(b'/'.join(parts))}: {_shown(part)} is not a directory"
-                    )
-                links += 1
-                if links > MAX_SYMLINKS:
-                    raise InvalidLayerData(
-                        f"{_shown(b'/'.join(parts))}: too many levels of symbolic links"
-                    )
-                target = os.readlink(part, dir_fd=current)
-                if target.startswith(b"/"):
-                    while len(stack) > 1:
-                        os.close(stack.pop())
-                pending[:0] = target.split(b"/")
-            return stack.pop()
-        finally:
-            for fd in stack:
-                os.close(fd)
-
-    @staticmethod
-    def confine(name: bytes) -> Parts:
-        """The components of ``name`` inside the layer; refuses names that climb out of it."""
-        cleaned = gopath.clean(name).lstrip(b"/")
-        if cleaned == b".." or cleaned.startswith(b"../"):
-            raise InvalidLayerData(f"path {_shown(name)} escapes the layer")
-        if len(cleaned) > MAX_PATH:
-            raise InvalidLayerData(f"path {_shown(name[:100])}... is longer than {MAX_PATH} bytes")
-        if cleaned in (b"", b"."):
-            return ()
-        return tuple(cleaned.split(b"/"))
+        return open_directory(self._root_fd, parts, create)
 
     def _key(self, parts: Parts) -> bytes:
         return hashlib.blake2b(b"/".join(parts), digest_size=16, key=self._hash_key).digest()
@@ -193,7 +127,7 @@ class Extractor:
         if entry.typeflag == TYPE_GLOBAL:
             return
         self._check_numbers(entry)
-        parts = self.confine(entry.name)
+        parts = confine(entry.name)
         if any(part.startswith(WHITEOUT_META_PREFIX) for part in parts[:-1]) or (
             parts and parts[-1].startswith(WHITEOUT_META_PREFIX) and parts[-1] != OPAQUE_MARKER
         ):
@@ -236,7 +170,7 @@ class Extractor:
             self._special_file(parent_fd, base, entry)
         else:
             raise InvalidLayerData(
-                f"invalid tar archive at offset {entry.offset}: entry {_shown(entry.name)} has "
+                f"invalid tar archive at offset {entry.offset}: entry {shown(entry.name)} has "
                 f"the unsupported type {chr(kind)!r}"
             )
         if not self._overlay:
@@ -283,11 +217,11 @@ class Extractor:
         self._deferred_dirs.append((parts, entry.mode & 0o7777, *self._times(entry)))
 
     def _hardlink(self, parent_fd: int, base: bytes, entry: TarEntry) -> None:
-        target = self.confine(entry.linkname)
+        target = confine(entry.linkname)
         target_fd = self._open_directory(target[:-1], create=False) if target else None
         if target_fd is None:
             raise InvalidLayerData(
-                f"hard link {_shown(entry.name)} points to {_shown(entry.linkname)}, "
+                f"hard link {shown(entry.name)} points to {shown(entry.linkname)}, "
                 "which is not in the layer"
             )
         try:
@@ -297,7 +231,7 @@ class Extractor:
             )  # fmt: skip
         except FileNotFoundError:
             raise InvalidLayerData(
-                f"hard link {_shown(entry.name)} points to {_shown(entry.linkname)}, "
+                f"hard link {shown(entry.name)} points to {shown(entry.linkname)}, "
                 "which is not in the layer"
             ) from None
         finally:
@@ -376,7 +310,7 @@ class Extractor:
             problem = "time"
         if problem:
             raise InvalidLayerData(
-                f"invalid tar archive at offset {entry.offset}: entry {_shown(entry.name)} has "
+                f"invalid tar archive at offset {entry.offset}: entry {shown(entry.name)} has "
                 f"an out-of-range {problem}"
             )
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import gzip
 import hashlib
+import json
 import os
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 from ... import gojson, gopath
 from ...atomic import fsync_directory
 from ...errors import InvalidLayerData
 
-__all__ = ["TarSplitWriter", "file_line", "segment_line"]
+__all__ = ["TarSplitEntry", "TarSplitWriter", "file_line", "read_entries", "segment_line"]
 
 FILE_TYPE = 1
 SEGMENT_TYPE = 2
@@ -87,3 +92,49 @@ class TarSplitWriter:
             os.unlink(self._temporary)
         except FileNotFoundError:
             pass
+
+
+@dataclass(frozen=True, slots=True)
+class TarSplitEntry:
+    """One line of a tar-split file."""
+
+    type: int
+    name: bytes
+    size: int
+    payload: bytes | None
+    line: int
+
+
+def read_entries(path: str) -> Iterator[TarSplitEntry]:
+    """The entries of the tar-split file at ``path``, in order; bad lines are InvalidLayerData."""
+    number = 0
+    try:
+        with gzip.open(path, "rb") as lines:
+            for number, line in enumerate(lines, start=1):
+                yield _parse_line(line, path, number)
+    except (OSError, EOFError, zlib.error) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise InvalidLayerData(
+            f"{path}: cannot read tar-split after line {number}: {exc}"
+        ) from None
+
+
+def _parse_line(line: bytes, path: str, number: int) -> TarSplitEntry:
+    try:
+        record = json.loads(line)
+        kind = record["type"]
+        if kind not in (FILE_TYPE, SEGMENT_TYPE) or isinstance(kind, bool):
+            raise ValueError(f"unknown entry type {kind!r}")
+        payload = record.get("payload")
+        raw_payload = None if payload is None else base64.b64decode(payload, validate=True)
+        if record.get("name_raw"):
+            name = base64.b64decode(record["name_raw"], validate=True)
+        else:
+            name = str(record.get("name") or "").encode("utf-8", "surrogateescape")
+        size = record.get("size") or 0
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise ValueError(f"size {size!r} is not an integer")
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise InvalidLayerData(f"{path}: line {number} is not a tar-split entry: {exc}") from None
+    return TarSplitEntry(kind, name, size, raw_payload, number)
