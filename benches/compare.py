@@ -165,26 +165,38 @@ def main() -> int:
         megabytes = uncompressed_size(blob) / 1e6
         for driver in arguments.drivers.split(","):
             if "put" in operations:
-                results = {name: Measurement() for name in names}
-                for _ in range(rounds):
-                    for name in names:
-                        record(results, name, measure_put(name, driver, blob))
+                results = compare_put(names, driver, blob, rounds)
                 report(f"put {layer} ({driver})", megabytes, results)
             if "diff" in operations:
                 for compression in ("none", "gzip"):
-                    results = {name: Measurement() for name in names}
-                    stores = {}
-                    with ExitStack() as stack:
-                        for name in names:
-                            owner = "go" if name == "go" else "native"
-                            stores[name] = stack.enter_context(imported(owner, driver, blob))
-                        for _ in range(rounds):
-                            for name in names:
-                                root, layer_id = stores[name]
-                                record(results, name,
-                                       measure_diff(name, driver, root, layer_id, compression))  # fmt: skip
+                    results = compare_diff(names, driver, blob, compression, rounds)
                     report(f"diff {layer} {compression} ({driver})", megabytes, results)
     return 0
+
+
+def compare_put(names: list[str], driver: str, blob: Path, rounds: int) -> dict[str, Measurement]:
+    results = {name: Measurement() for name in names}
+    for _ in range(rounds):
+        for name in names:
+            record(results, name, measure_put(name, driver, blob))
+    return results
+
+
+def compare_diff(
+    names: list[str], driver: str, blob: Path, compression: str, rounds: int
+) -> dict[str, Measurement]:
+    """Each implementation diffs a layer its own kind of store holds (Go's made by Go)."""
+    results = {name: Measurement() for name in names}
+    with ExitStack() as stack:
+        stores = {
+            name: stack.enter_context(imported("go" if name == "go" else "native", driver, blob))
+            for name in names
+        }
+        for _ in range(rounds):
+            for name in names:
+                root, layer_id = stores[name]
+                record(results, name, measure_diff(name, driver, root, layer_id, compression))
+    return results
 
 
 if __name__ == "__main__":
