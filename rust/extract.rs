@@ -1,28 +1,21 @@
 //! Extracting tar entries into a layer's directory, confined to it whatever the archive says.
 //!
-//! Every parent directory is resolved component by component from a descriptor of the layer's
-//! root with `openat(O_PATH | O_NOFOLLOW)`. A symlink met on the way is read and resolved as if
-//! the layer's directory were `/` (absolute targets start again at the layer root, `..` stops
-//! there, at most 40 symlinks per lookup), so no lookup ever leaves the layer. The final
-//! operation is a `*at` system call relative to the parent's descriptor that never follows the
-//! entry itself. Whiteouts are converted for overlay or applied for vfs (docs/apply.md, 4-5).
+//! Every parent directory is resolved inside the layer ([`crate::confine`]); the final operation
+//! is a `*at` system call relative to the parent's descriptor that never follows the entry
+//! itself. Whiteouts are converted for overlay or applied for vfs (docs/apply.md, 4-5).
 
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::confine::{c_string, confine, errno, open_at, split_parent, Root};
+pub use crate::confine::{MAX_PATH, MAX_SYMLINKS};
 use crate::error::{Error, IoContext, Result};
-use crate::paths::{clean, shown, PathSet};
+use crate::paths::{shown, PathSet};
 use crate::tarsplit::header::{Header, Time};
-
-/// Longest cleaned name or link name we accept (Linux's `PATH_MAX`).
-pub const MAX_PATH: usize = 4096;
-/// Symlinks followed in one lookup before giving up (Linux's `MAXSYMLINKS`).
-pub const MAX_SYMLINKS: usize = 40;
 
 const OPAQUE: &[u8] = b".wh..wh..opq";
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -50,52 +43,14 @@ struct DeferredDir {
 
 /// Extracts entries, one after the other, into one layer directory.
 pub struct Extractor {
-    root: Arc<OwnedFd>,
-    root_path: PathBuf,
+    root: Root,
     format: WhiteoutFormat,
     privileged: bool,
     umask: u32,
-    /// The last parent directory resolved: its cleaned path and a descriptor.
-    cache: Option<(Vec<u8>, Arc<OwnedFd>)>,
     dirs: Vec<DeferredDir>,
     /// vfs: paths this layer extracted so far (an opaque directory keeps them).
     extracted: PathSet,
     size: u64,
-}
-
-/// A cleaned, confined name: relative to the layer, never `..`; `.` for the root.
-fn confine(name: &[u8], what: &str) -> Result<Vec<u8>> {
-    let cleaned = clean(name);
-    let relative = match cleaned.iter().position(|&byte| byte != b'/') {
-        Some(start) => cleaned[start..].to_vec(),
-        None if cleaned.first() == Some(&b'/') => b".".to_vec(),
-        None => cleaned,
-    };
-    if relative == b".." || relative.starts_with(b"../") {
-        return Err(Error::InvalidLayerData(format!(
-            "{what} {} escapes the layer",
-            shown(name)
-        )));
-    }
-    if relative.len() > MAX_PATH {
-        return Err(Error::InvalidLayerData(format!(
-            "{what} {}... is longer than {MAX_PATH} bytes",
-            shown(&name[..100.min(name.len())])
-        )));
-    }
-    Ok(relative)
-}
-
-/// `(parent, base)` of a cleaned relative path other than `.`.
-fn split_parent(path: &[u8]) -> (&[u8], &[u8]) {
-    match path.iter().rposition(|&byte| byte == b'/') {
-        Some(slash) => (&path[..slash], &path[slash + 1..]),
-        None => (&[], path),
-    }
-}
-
-fn c_string(bytes: &[u8]) -> io::Result<CString> {
-    CString::new(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 /// A failed lookup of a parent directory: loops and non-directories are the archive's fault.
@@ -116,37 +71,11 @@ fn walk_error(error: io::Error, parent: &[u8], path: &Path) -> Error {
     }
 }
 
-fn errno() -> io::Error {
-    io::Error::last_os_error()
-}
-
 fn check(status: libc::c_int) -> io::Result<()> {
     if status < 0 {
         Err(errno())
     } else {
         Ok(())
-    }
-}
-
-fn open_at(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
-    loop {
-        // SAFETY: `name` is NUL-terminated and `dir` is an open descriptor for the call.
-        let fd = unsafe {
-            libc::openat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                flags | libc::O_CLOEXEC,
-                libc::c_uint::from(mode),
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: openat just returned this descriptor; nothing else owns it.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-        let error = errno();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
-        }
     }
 }
 
@@ -172,22 +101,6 @@ fn file_type_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<u32>> {
     // SAFETY: fstatat succeeded, so it filled the structure.
     let stat = unsafe { stat.assume_init() };
     Ok(Some(stat.st_mode & libc::S_IFMT))
-}
-
-fn read_link_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
-    let mut buffer = vec![0u8; MAX_PATH + 1];
-    // SAFETY: the buffer is valid for its length; `name` is NUL-terminated.
-    let length = unsafe {
-        libc::readlinkat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            buffer.as_mut_ptr().cast(),
-            buffer.len(),
-        )
-    };
-    let length = usize::try_from(length).map_err(|_| errno())?;
-    buffer.truncate(length);
-    Ok(buffer)
 }
 
 /// Remove `name` in `dir` and, for a directory, everything in it, never following a symlink.
@@ -416,27 +329,12 @@ fn chmod_nofollow(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()>
 impl Extractor {
     /// An extractor into the existing directory `destination`.
     pub fn new(destination: &Path, format: WhiteoutFormat) -> Result<Self> {
-        let path = c_string(destination.as_os_str().as_bytes()).at(destination)?;
-        // SAFETY: `path` is NUL-terminated.
-        let fd = unsafe {
-            libc::open(
-                path.as_ptr(),
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(errno()).at(destination);
-        }
-        // SAFETY: open just returned this descriptor.
-        let root = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
         Ok(Self {
-            root,
-            root_path: destination.to_path_buf(),
+            root: Root::open(destination)?,
             format,
             // SAFETY: geteuid cannot fail.
             privileged: unsafe { libc::geteuid() } == 0,
             umask: process_umask(),
-            cache: None,
             dirs: Vec::new(),
             extracted: PathSet::new(),
             size: 0,
@@ -444,92 +342,19 @@ impl Extractor {
     }
 
     fn path_of(&self, relative: &[u8]) -> PathBuf {
-        if relative == b"." || relative.is_empty() {
-            self.root_path.clone()
-        } else {
-            self.root_path.join(OsStr::from_bytes(relative))
-        }
+        self.root.path_of(relative)
     }
 
-    /// Resolve the directory at the cleaned relative `path` inside the layer, creating missing
-    /// directories when `create` is set. Symlinks on the way are resolved inside the layer.
     fn walk(&self, path: &[u8], create: bool) -> io::Result<Arc<OwnedFd>> {
-        let mut stack: Vec<OwnedFd> = Vec::new();
-        // Components still to visit, last one first.
-        let mut pending: Vec<Vec<u8>> = path
-            .split(|&byte| byte == b'/')
-            .rev()
-            .map(<[u8]>::to_vec)
-            .collect();
-        let mut links = 0;
-        while let Some(component) = pending.pop() {
-            match component.as_slice() {
-                b"" | b"." => continue,
-                b".." => {
-                    stack.pop();
-                    continue;
-                }
-                _ => {}
-            }
-            let name = c_string(&component)?;
-            let current = stack.last().map_or(self.root.as_fd(), AsFd::as_fd);
-            match open_at(
-                current,
-                &name,
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-                0,
-            ) {
-                Ok(fd) => stack.push(fd),
-                Err(error) => match error.raw_os_error() {
-                    Some(libc::ENOTDIR | libc::ELOOP) => {
-                        // Not a symlink either: a file where a directory should be.
-                        let Ok(target) = read_link_at(current, &name) else {
-                            return Err(error);
-                        };
-                        links += 1;
-                        if links > MAX_SYMLINKS {
-                            return Err(io::Error::from_raw_os_error(libc::ELOOP));
-                        }
-                        if target.first() == Some(&b'/') {
-                            stack.clear();
-                        }
-                        pending
-                            .extend(target.split(|&byte| byte == b'/').rev().map(<[u8]>::to_vec));
-                    }
-                    Some(libc::ENOENT) if create => {
-                        // SAFETY: `name` is NUL-terminated and `current` is open.
-                        let status =
-                            unsafe { libc::mkdirat(current.as_raw_fd(), name.as_ptr(), 0o755) };
-                        if status < 0 && errno().raw_os_error() != Some(libc::EEXIST) {
-                            return Err(errno());
-                        }
-                        pending.push(component);
-                    }
-                    _ => return Err(error),
-                },
-            }
-        }
-        Ok(stack.pop().map_or_else(|| Arc::clone(&self.root), Arc::new))
+        self.root.walk(path, create)
     }
 
-    /// The descriptor of the parent directory `parent` (cleaned, relative; empty for the root).
     fn parent(&mut self, parent: &[u8], create: bool) -> io::Result<Arc<OwnedFd>> {
-        if parent.is_empty() {
-            return Ok(Arc::clone(&self.root));
-        }
-        if let Some((path, fd)) = &self.cache {
-            if path.as_slice() == parent {
-                return Ok(Arc::clone(fd));
-            }
-        }
-        let fd = self.walk(parent, create)?;
-        self.cache = Some((parent.to_vec(), Arc::clone(&fd)));
-        Ok(fd)
+        self.root.parent(parent, create)
     }
 
-    /// Something was removed or replaced: the cached parent may no longer be on its path.
     fn invalidate(&mut self) {
-        self.cache = None;
+        self.root.invalidate();
     }
 
     /// Extract one entry; `content` streams its content when it has any to write.
@@ -568,7 +393,7 @@ impl Extractor {
         if self.format == WhiteoutFormat::Overlay || header.typeflag != b'5' {
             return Ok(());
         }
-        let root = Arc::clone(&self.root);
+        let root = Arc::clone(self.root.fd());
         self.owner(Target::Dir(root.as_fd()), header, b".")?;
         self.xattrs(Target::Dir(root.as_fd()), header, b".")?;
         self.dirs.push(DeferredDir {
@@ -952,7 +777,7 @@ impl Extractor {
             let path = self.path_of(&deferred.path);
             let times = [timespec(deferred.atime), timespec(deferred.mtime)];
             if deferred.path == b"." {
-                let root = Arc::clone(&self.root);
+                let root = Arc::clone(self.root.fd());
                 Target::Dir(root.as_fd()).chmod(deferred.mode).at(&path)?;
                 Target::Dir(root.as_fd()).set_times(&times).at(&path)?;
                 continue;
@@ -990,6 +815,7 @@ pub fn is_whiteout_name(name: &[u8]) -> bool {
 mod tests {
     use super::*;
     use std::fs;
+    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt};
 
     fn entry(name: &str, typeflag: u8) -> Header {
@@ -1037,17 +863,6 @@ mod tests {
             fs::read(scratch.path().join("outside/keep")).unwrap(),
             b"keep"
         );
-    }
-
-    #[test]
-    fn confine_cleans_and_refuses_escapes() {
-        assert_eq!(confine(b"/a/../b/", "path").unwrap(), b"b");
-        assert_eq!(confine(b"/", "path").unwrap(), b".");
-        assert_eq!(confine(b"", "path").unwrap(), b".");
-        assert_eq!(confine(b"/../../etc", "path").unwrap(), b"etc");
-        assert!(confine(b"..", "path").is_err());
-        assert!(confine(b"a/../../b", "path").is_err());
-        assert!(confine(&vec![b'a'; MAX_PATH + 1], "path").is_err());
     }
 
     #[test]

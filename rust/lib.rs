@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod compress;
+pub mod confine;
 pub mod copy;
 pub mod crc64;
 pub mod digest;
