@@ -6,6 +6,7 @@
 
 pub mod header;
 pub mod packer;
+pub mod unpacker;
 pub mod walker;
 
 pub use header::{Header, Time};
