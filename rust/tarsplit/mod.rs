@@ -2,13 +2,17 @@
 //!
 //! [`walker`] reads a tar stream at the 512-byte-block level exactly as tar-split's fork of Go's
 //! `archive/tar` does with `RawAccounting` on, and records what it reads through [`packer`] as
-//! JSON lines. A reader for reassembly belongs beside them (`unpacker`, `assemble`).
+//! JSON lines. [`unpacker`] reads those lines back, and [`assemble`] rebuilds the tar from them
+//! and the layer's files (Go's `asm.NewOutputTarStream`).
 
+pub mod assemble;
 pub mod header;
 pub mod packer;
 pub mod unpacker;
 pub mod walker;
 
+pub use assemble::Assembler;
 pub use header::{Header, Time};
 pub use packer::Packer;
+pub use unpacker::Unpacker;
 pub use walker::Walker;
