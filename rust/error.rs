@@ -34,6 +34,25 @@ pub enum Error {
     Internal(String),
 }
 
+impl Error {
+    /// The same error again, for a stream that fails every read after its first failure.
+    #[must_use]
+    pub fn replay(&self) -> Error {
+        match self {
+            Error::Io { source, path } => Error::Io {
+                source: match source.raw_os_error() {
+                    Some(errno) => io::Error::from_raw_os_error(errno),
+                    None => io::Error::new(source.kind(), source.to_string()),
+                },
+                path: path.clone(),
+            },
+            Error::InvalidLayerData(message) => Error::InvalidLayerData(message.clone()),
+            Error::NotSupported(message) => Error::NotSupported(message.clone()),
+            Error::Internal(message) => Error::Internal(message.clone()),
+        }
+    }
+}
+
 /// Shorthand for results of the native engine.
 pub type Result<T> = std::result::Result<T, Error>;
 

@@ -1,11 +1,12 @@
 """Type stub of the Rust extension ``layerstore._native`` (see rust/lib.rs)."""
 
 import os
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self, final
 
 from typing_extensions import Buffer
 
-__all__ = ["apply_layer", "copy_tree"]
+__all__ = ["DiffReader", "apply_layer", "copy_tree", "open_diff"]
 
 class _Readable(Protocol):
     def read(self, size: int, /) -> bytes: ...
@@ -27,3 +28,53 @@ def apply_layer(
 
 def copy_tree(source: str, destination: str) -> None:
     """Copy the directory tree ``source`` to ``destination``, which must not exist."""
+
+def open_diff(tar_split_path: str, layer_dir: str, compression: int) -> DiffReader:
+    """Start the diff of a layer against its parent from its tar-split (docs/diff.md).
+
+    The layer's tar is rebuilt from ``tar_split_path`` and the files in ``layer_dir``, each
+    file's size and CRC-64 checked as it is read, and compressed with ``compression`` (0 none,
+    2 gzip, 4 zstd; anything else raises ``NotSupported``).
+    """
+
+@final
+class DiffReader:
+    """A layer's diff as a readable binary file; every read runs detached from the interpreter.
+
+    Closing it, leaving its ``with`` block or dropping it releases the tar-split file, any open
+    layer file and every thread.
+    """
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        """Read up to ``size`` bytes (fewer only at the end); all that is left by default."""
+
+    def readall(self) -> bytes:
+        """Read all that is left."""
+
+    def readinto(self, buffer: Buffer, /) -> int:
+        """Fill ``buffer`` (writable, contiguous) in place; fewer bytes only at the end."""
+
+    def readable(self) -> bool:
+        """True."""
+
+    def seekable(self) -> bool:
+        """False: the diff is a stream."""
+
+    def writable(self) -> bool:
+        """False."""
+
+    def close(self) -> None:
+        """Release the tar-split file, any open layer file and every thread."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+        /,
+    ) -> bool: ...

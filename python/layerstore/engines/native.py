@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import BinaryIO, cast
 
 from .. import _native
 from ..layer import Compression
@@ -60,3 +61,9 @@ class NativeEngine:
             gids=tuple(gids),
             size=size,
         )
+
+    def open_diff(self, tar_split_path: str, layer_dir: str, compression: Compression) -> BinaryIO:
+        reader = _native.open_diff(
+            os.fspath(tar_split_path), os.fspath(layer_dir), int(compression)
+        )
+        return cast(BinaryIO, reader)
