@@ -274,8 +274,8 @@ mod _native {
             4 => Compression::Zstd,
             other => {
                 return Err(NotSupported::new_err(format!(
-                    "a diff cannot be compressed with compression {other}: ask for none, gzip \
-                     or zstd"
+                    "diffs cannot be compressed as compression {other}: ask for none, gzip or \
+                     zstd"
                 )))
             }
         };

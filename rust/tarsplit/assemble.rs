@@ -3,10 +3,15 @@
 //!
 //! Segments are written as they are. A file entry with a size above 0 is looked up inside the
 //! layer with the confinement of extraction ([`crate::confine`]), opened with `O_NOFOLLOW`, and
-//! exactly `size` bytes of it are read straight into the caller's buffer with `pread` while
-//! their CRC-64 is computed. A file that is missing, not a regular file, not exactly `size`
-//! bytes long or whose CRC differs is [`Error::InvalidLayerData`] naming it, returned by the
-//! [`Assembler::read`] that reaches the end of that file, before any byte that follows it.
+//! exactly `size` bytes of it are read with `pread` while their CRC-64 is computed. A file that
+//! is missing, not a regular file, not exactly `size` bytes long or whose CRC differs is
+//! [`Error::InvalidLayerData`] naming it.
+//!
+//! No byte of a file's last mebibyte leaves [`Assembler::read`] before the whole file has been
+//! checked: that tail is read (into the caller's buffer when it fits, else into a buffer of our
+//! own) and checked first, and the error comes from the read that reaches it. So a file of up to
+//! 1 MiB is never given out changed, and a larger one stops at least a mebibyte before its end;
+//! the bytes before the tail go straight from the file into the caller's buffer.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
@@ -22,6 +27,8 @@ use crate::tarsplit::unpacker::{Entry, Unpacker};
 
 /// Size of the buffers that read the tar-split file and its decompressed lines.
 const TAR_SPLIT_BUFFER: usize = 256 << 10;
+/// The end of each file that is checked before any of it is given out.
+const TAIL: u64 = 1 << 20;
 
 /// A tar-split file as it is read: the gzip file, decompressed, buffered for lines.
 pub type TarSplitReader = BufReader<flate2::bufread::MultiGzDecoder<BufReader<File>>>;
@@ -31,12 +38,14 @@ pub struct Assembler<R: BufRead> {
     unpacker: Unpacker<R>,
     root: Root,
     state: State,
+    /// A buffer for tails that do not fit in the caller's, kept between files.
+    spare: Vec<u8>,
 }
 
 enum State {
     /// Between entries: the next line is read when bytes are wanted.
     Between,
-    /// A segment being written.
+    /// A segment, or a checked file tail, being written.
     Segment { data: Vec<u8>, written: usize },
     /// A file's content being read.
     File(Box<Content>),
@@ -79,6 +88,7 @@ impl<R: BufRead> Assembler<R> {
             unpacker: Unpacker::new(input, source),
             root,
             state: State::Between,
+            spare: Vec::new(),
         }
     }
 
@@ -87,22 +97,41 @@ impl<R: BufRead> Assembler<R> {
     pub fn read(&mut self, buffer: &mut [u8]) -> Result<usize> {
         let mut filled = 0;
         while filled < buffer.len() {
+            let space = &mut buffer[filled..];
             match &mut self.state {
                 State::Segment { data, written } => {
-                    let count = (data.len() - *written).min(buffer.len() - filled);
-                    buffer[filled..filled + count]
-                        .copy_from_slice(&data[*written..*written + count]);
+                    let count = (data.len() - *written).min(space.len());
+                    space[..count].copy_from_slice(&data[*written..*written + count]);
                     filled += count;
                     *written += count;
                     if *written == data.len() {
+                        self.spare = std::mem::take(data);
                         self.state = State::Between;
                     }
                 }
                 State::File(content) => {
-                    filled += content.read(&mut buffer[filled..])?;
-                    if content.read == content.size {
+                    let tail_start = content.size.saturating_sub(TAIL);
+                    if content.read < tail_start {
+                        // Before the tail: straight into the caller's buffer.
+                        let before_tail = usize::try_from(tail_start - content.read)
+                            .unwrap_or(usize::MAX)
+                            .min(space.len());
+                        filled += content.read_some(&mut space[..before_tail])?;
+                        continue;
+                    }
+                    let tail = usize::try_from(content.size - content.read)
+                        .map_err(|_| Error::Internal("a file tail above 1 MiB".into()))?;
+                    if tail <= space.len() {
+                        content.read_all(&mut space[..tail])?;
                         content.verify()?;
+                        filled += tail;
                         self.state = State::Between;
+                    } else {
+                        let mut data = std::mem::take(&mut self.spare);
+                        data.resize(tail, 0);
+                        content.read_all(&mut data)?;
+                        content.verify()?;
+                        self.state = State::Segment { data, written: 0 };
                     }
                 }
                 State::Between => self.next_entry()?,
@@ -134,12 +163,8 @@ impl<R: BufRead> Assembler<R> {
         expected: Option<Vec<u8>>,
     ) -> Result<Content> {
         let relative = confine(&name, "path")?;
-        let missing = || {
-            Error::InvalidLayerData(format!(
-                "file integrity checksum failed for {0}: file {0} is missing",
-                shown(&name)
-            ))
-        };
+        let missing =
+            || Error::InvalidLayerData(format!("the layer's file {} is missing", shown(&name)));
         if relative == b"." {
             return Err(missing());
         }
@@ -186,17 +211,13 @@ impl<R: BufRead> Assembler<R> {
 impl Content {
     fn changed_size(&self) -> Error {
         Error::InvalidLayerData(format!(
-            "file integrity checksum failed for {0}: file {0} changed size",
+            "file integrity checksum failed for {}: it changed size",
             shown(&self.name)
         ))
     }
 
-    /// Read the next bytes of the file into `buffer`, at most up to its recorded size.
-    fn read(&mut self, buffer: &mut [u8]) -> Result<usize> {
-        let wanted = usize::try_from(self.size - self.read)
-            .unwrap_or(usize::MAX)
-            .min(buffer.len());
-        let buffer = &mut buffer[..wanted];
+    /// Read the next bytes of the file into `buffer` (no more than are left of it).
+    fn read_some(&mut self, buffer: &mut [u8]) -> Result<usize> {
         let count = loop {
             match self.file.read_at(buffer, self.read) {
                 Ok(0) => return Err(self.changed_size()),
@@ -208,6 +229,15 @@ impl Content {
         self.crc.update(&buffer[..count]);
         self.read += count as u64;
         Ok(count)
+    }
+
+    /// Fill `buffer` with the next bytes of the file (no more than are left of it).
+    fn read_all(&mut self, buffer: &mut [u8]) -> Result<()> {
+        let mut filled = 0;
+        while filled < buffer.len() {
+            filled += self.read_some(&mut buffer[filled..])?;
+        }
+        Ok(())
     }
 
     /// All `size` bytes are read: the file must end there and have the recorded CRC.
@@ -316,6 +346,7 @@ pub(crate) mod tests {
         tar.extend(file(b"dir/a", b"hello"));
         tar.extend(file(b"dir/big", &content(100_000, 1)));
         let big_end = tar.len() - (512 - 100_000 % 512);
+        assert_eq!(big_end, BIG_START + 100_000);
         tar.extend(file(b"dir/empty", b""));
         tar.extend(file(b"caf\xe9", b"raw name"));
         tar.extend(header(b"dir/link", b'2', 0, b"a"));
@@ -347,53 +378,64 @@ pub(crate) mod tests {
         }
     }
 
+    /// Where the content of `dir/big` starts in the sample.
+    const BIG_START: usize = 2048;
+
     #[test]
-    fn a_changed_file_fails_the_read_that_reaches_its_end() {
-        let (tar, big_end) = sample();
+    fn a_changed_file_is_named_before_any_of_it_leaves() {
+        let (tar, _) = sample();
         let (_scratch, tree, tar_split) = applied(&tar);
         let mut changed = content(100_000, 1);
         changed[50_000] ^= 1;
         fs::write(tree.join("dir/big"), &changed).unwrap();
         let (out, message) = failure(&tar_split, &tree);
         assert_eq!(message, "file integrity checksum failed for 'dir/big'");
-        // What the reads before gave was the changed file's bytes (they are only known to be
-        // wrong at its end), and the read that reached its end failed.
-        let mut expected = tar.clone();
-        expected[2048 + 50_000] ^= 1;
-        assert!(expected.starts_with(&out));
-        assert!(out.len() < big_end && out.len() + 1000 >= big_end);
+        // The read that reached the file failed: none of its bytes came out.
+        assert!(tar.starts_with(&out));
+        assert!(out.len() <= BIG_START && out.len() + 1000 > BIG_START);
+    }
+
+    #[test]
+    fn a_large_file_is_checked_before_its_last_mebibyte_leaves() {
+        let size = 3 << 20;
+        let mut tar = file(b"large", &content(size, 4));
+        tar.extend([0u8; 1024]);
+        let (_scratch, tree, tar_split) = applied(&tar);
+        let tail_start = 512 + size - (1 << 20);
+        for (offset, seen) in [(10, true), (size - 10, false)] {
+            let mut changed = content(size, 4);
+            changed[offset] ^= 1;
+            fs::write(tree.join("large"), &changed).unwrap();
+            let (out, message) = failure(&tar_split, &tree);
+            assert_eq!(message, "file integrity checksum failed for 'large'");
+            assert!(out.len() <= tail_start && out.len() + 1000 > tail_start);
+            // A change before the tail went out before it could be known; none in the tail.
+            assert_eq!(!tar.starts_with(&out), seen, "{offset}");
+        }
     }
 
     #[test]
     fn a_file_of_another_size_or_missing_is_named() {
-        let (tar, big_end) = sample();
+        let (tar, _) = sample();
         let (_scratch, tree, tar_split) = applied(&tar);
         let original = content(100_000, 1);
         let mut longer = original.clone();
         longer.push(0);
-        fs::write(tree.join("dir/big"), &longer).unwrap();
-        let (out, message) = failure(&tar_split, &tree);
-        assert_eq!(
-            message,
-            "file integrity checksum failed for 'dir/big': file 'dir/big' changed size"
-        );
-        assert!(out.len() < big_end && out.len() + 1000 >= big_end);
-        fs::write(tree.join("dir/big"), &original[..99_999]).unwrap();
-        let (out, message) = failure(&tar_split, &tree);
-        assert!(
-            message.ends_with("file 'dir/big' changed size"),
-            "{message}"
-        );
-        assert!(tar.starts_with(&out) && out.len() < big_end);
+        for changed in [&longer[..], &original[..99_999]] {
+            fs::write(tree.join("dir/big"), changed).unwrap();
+            let (out, message) = failure(&tar_split, &tree);
+            assert_eq!(
+                message,
+                "file integrity checksum failed for 'dir/big': it changed size"
+            );
+            assert!(tar.starts_with(&out) && out.len() <= BIG_START);
+        }
         fs::remove_file(tree.join("dir/big")).unwrap();
         let (_, message) = failure(&tar_split, &tree);
-        assert_eq!(
-            message,
-            "file integrity checksum failed for 'dir/big': file 'dir/big' is missing"
-        );
+        assert_eq!(message, "the layer's file 'dir/big' is missing");
         fs::create_dir(tree.join("dir/big")).unwrap();
         let (_, message) = failure(&tar_split, &tree);
-        assert!(message.ends_with("is missing"), "{message}");
+        assert_eq!(message, "the layer's file 'dir/big' is missing");
     }
 
     #[test]
@@ -408,7 +450,7 @@ pub(crate) mod tests {
         fs::rename(tree.join("dir"), tree.join("moved")).unwrap();
         symlink(&outside, tree.join("dir")).unwrap();
         let (_, message) = failure(&tar_split, &tree);
-        assert!(message.ends_with("file 'dir/a' is missing"), "{message}");
+        assert_eq!(message, "the layer's file 'dir/a' is missing");
         // A symlinked parent resolves inside the layer: absolute targets from its root.
         fs::remove_file(tree.join("dir")).unwrap();
         symlink("/moved", tree.join("dir")).unwrap();
@@ -420,7 +462,7 @@ pub(crate) mod tests {
         fs::rename(tree.join("dir/a"), tree.join("a-copy")).unwrap();
         symlink("../a-copy", tree.join("dir/a")).unwrap();
         let (_, message) = failure(&tar_split, &tree);
-        assert!(message.ends_with("file 'dir/a' is missing"), "{message}");
+        assert_eq!(message, "the layer's file 'dir/a' is missing");
         // A name that climbs out is refused before anything is opened.
         let mut packer = Packer::new(Vec::new());
         packer.add_segment(b"header").unwrap();
@@ -469,19 +511,25 @@ pub(crate) mod tests {
         let good = "{\"type\":2,\"payload\":\"eA==\",\"position\":0}\n";
         let whole = gzip(good.repeat(100_000).as_bytes());
         let cases: Vec<(Vec<u8>, &str)> = vec![
-            (b"{\"type\":2}\n".to_vec(), "line 1: gzip: "),
-            (whole[..whole.len() / 2].to_vec(), "gzip: "),
+            (
+                b"{\"type\":2}\n".to_vec(),
+                "cannot read tar-split after line 0: ",
+            ),
+            (
+                whole[..whole.len() / 2].to_vec(),
+                "cannot read tar-split after line ",
+            ),
             (
                 gzip(format!("{good}{{\"type\":2,}}\n").as_bytes()),
-                "line 2: not valid JSON",
+                "line 2 is not a tar-split entry: not valid JSON",
             ),
             (
                 gzip(format!("{good}{good}{{\"type\":9}}").as_bytes()),
-                "line 3: unknown entry type 9",
+                "line 3 is not a tar-split entry: unknown entry type 9",
             ),
             (
                 gzip(format!("{good}{{\"type\":2,\"payload\":\"e\"}}").as_bytes()),
-                "line 2: \"payload\" is not valid base64",
+                "line 2 is not a tar-split entry: \"payload\" is not valid base64",
             ),
         ];
         for (data, wanted) in cases {
@@ -524,7 +572,7 @@ pub(crate) mod tests {
         let mut assembler = Assembler::open(&scratch.path().join("ts.gz"), scratch.path()).unwrap();
         let error = assembler.read(&mut [0u8; 16]).unwrap_err().to_string();
         assert!(
-            error.ends_with("line 1: gzip: unexpected end of file"),
+            error.ends_with("cannot read tar-split after line 0: unexpected end of file"),
             "{error}"
         );
     }

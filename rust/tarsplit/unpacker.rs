@@ -78,7 +78,10 @@ impl<R: BufRead> Unpacker<R> {
     }
 
     fn invalid(&self, reason: &str) -> Error {
-        Error::InvalidLayerData(format!("{}: line {}: {reason}", self.source, self.number))
+        Error::InvalidLayerData(format!(
+            "{}: line {} is not a tar-split entry: {reason}",
+            self.source, self.number
+        ))
     }
 
     /// The next entry, `None` after the last line.
@@ -128,7 +131,7 @@ impl<R: BufRead> Unpacker<R> {
                 None => (available.len(), false),
             };
             if self.line.len() + taken > MAX_LINE {
-                return Err(self.invalid(&format!("the line is longer than {MAX_LINE} bytes")));
+                return Err(self.invalid(&format!("it is longer than {MAX_LINE} bytes")));
             }
             self.line.extend_from_slice(&available[..taken]);
             self.input.consume(taken + usize::from(complete));
@@ -146,7 +149,11 @@ impl<R: BufRead> Unpacker<R> {
                 path: self.source.clone().into(),
             }
         } else {
-            self.invalid(&format!("gzip: {error}"))
+            Error::InvalidLayerData(format!(
+                "{}: cannot read tar-split after line {}: {error}",
+                self.source,
+                self.number - 1
+            ))
         }
     }
 }
@@ -629,7 +636,7 @@ mod tests {
         for (line, reason) in cases {
             let message = error(&format!("{good}{good}{line}\n{good}"));
             assert!(
-                message.starts_with("ts.gz: line 3: "),
+                message.starts_with("ts.gz: line 3 is not a tar-split entry: "),
                 "{line:?}: {message}"
             );
             assert!(message.contains(reason), "{line:?}: {message}");
