@@ -29,6 +29,7 @@ use crate::tarsplit::unpacker::{Entry, Unpacker};
 const TAR_SPLIT_BUFFER: usize = 256 << 10;
 /// The end of each file that is checked before any of it is given out.
 const TAIL: u64 = 1 << 20;
+const TAIL_LENGTH: usize = 1 << 20;
 
 /// A tar-split file as it is read: the gzip file, decompressed, buffered for lines.
 pub type TarSplitReader = BufReader<flate2::bufread::MultiGzDecoder<BufReader<File>>>;
@@ -105,7 +106,10 @@ impl<R: BufRead> Assembler<R> {
                     filled += count;
                     *written += count;
                     if *written == data.len() {
-                        self.spare = std::mem::take(data);
+                        // Kept for the next tail if it can hold more than the spare has.
+                        if data.capacity() > self.spare.capacity() && data.len() <= TAIL_LENGTH {
+                            self.spare = std::mem::take(data);
+                        }
                         self.state = State::Between;
                     }
                 }
