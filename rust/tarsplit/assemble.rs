@@ -169,7 +169,8 @@ impl<R: BufRead> Assembler<R> {
         let relative = confine(&name, "path")?;
         let missing =
             || Error::InvalidLayerData(format!("the layer's file {} is missing", shown(&name)));
-        if relative == b"." {
+        // The root, or a name no file can have.
+        if relative == b"." || relative.contains(&0) {
             return Err(missing());
         }
         let path = self.root.path_of(&relative);
@@ -179,7 +180,7 @@ impl<R: BufRead> Assembler<R> {
         let not_there = |error: &io::Error| {
             matches!(
                 error.raw_os_error(),
-                Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::ENXIO)
+                Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::ENXIO | libc::ENAMETOOLONG)
             )
         };
         let dir = match self.root.parent(parent, false) {
@@ -440,6 +441,18 @@ pub(crate) mod tests {
         fs::create_dir(tree.join("dir/big")).unwrap();
         let (_, message) = failure(&tar_split, &tree);
         assert_eq!(message, "the layer's file 'dir/big' is missing");
+        // Names no file can have.
+        let long = vec![b'n'; 300];
+        for name in [&b"dir/a\0b"[..], &long, &[&long[..], b"/x"].concat(), b"/"] {
+            let mut packer = Packer::new(Vec::new());
+            packer.claim_name(name).unwrap();
+            packer.add_file(name, 1, None).unwrap();
+            let lines = packer.into_inner();
+            let mut assembler = Assembler::new(&lines[..], "ts", Root::open(&tree).unwrap());
+            let (_, error) = read_all(&mut assembler, 10);
+            let message = error.unwrap().to_string();
+            assert!(message.ends_with("is missing"), "{message}");
+        }
     }
 
     #[test]
