@@ -663,4 +663,37 @@ mod tests {
         );
         assert_eq!(entries("").unwrap(), []);
     }
+
+    #[test]
+    fn mangled_lines_are_errors_or_entries_never_panics() {
+        const ALPHABET: &[u8] = b"{}[]\":,0-e.\\u\x00\xff n";
+        let line = br#"{"type":1,"name":"a\u00e9\"b","name_raw":"/w==","size":12,"payload":"AQIDBAUGBwg=","x":[1,{"y":null}],"position":3}"#;
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let mut mangled = line.to_vec();
+            for _ in 0..=next() % 4 {
+                let at = usize::try_from(next() % mangled.len() as u64).unwrap();
+                match next() % 3 {
+                    0 => {
+                        let pick = usize::try_from(next() % ALPHABET.len() as u64).unwrap();
+                        mangled[at] = ALPHABET[pick];
+                    }
+                    1 => {
+                        mangled.remove(at);
+                    }
+                    _ => mangled.truncate(at),
+                }
+                if mangled.is_empty() {
+                    break;
+                }
+            }
+            let _ = parse_line(&mangled);
+        }
+    }
 }
