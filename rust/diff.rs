@@ -440,7 +440,12 @@ mod tests {
         let scratch = tempfile::tempdir().unwrap();
         let tar_split = scratch.path().join("ts.gz");
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        std::io::Write::write_all(&mut encoder, b"").unwrap();
+        // What an apply of an empty stream writes: the final empty segment alone.
+        std::io::Write::write_all(
+            &mut encoder,
+            b"{\"type\":2,\"payload\":\"\",\"position\":0}\n",
+        )
+        .unwrap();
         fs::write(&tar_split, encoder.finish().unwrap()).unwrap();
         for compression in [Compression::Gzip, Compression::Zstd] {
             let mut stream = DiffStream::open(&tar_split, scratch.path(), compression).unwrap();

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from layerstore import Change, Compression, InvalidLayerData, LayerStore, NotSupported
+from layerstore.engines import select_engine
 
 from .tarballs import Entry, build_tar, compress, layer_tarballs
 
@@ -104,7 +105,9 @@ def test_default_compression_is_the_layers(store: LayerStore) -> None:
         store.diff(plain.id, compression="lz4")
 
 
-@pytest.mark.parametrize("damage", ["one byte", "shorter", "longer", "missing", "symlink"])
+@pytest.mark.parametrize(
+    "damage", ["one byte", "shorter", "longer", "missing", "symlink", "directory", "fifo"]
+)
 def test_a_changed_file_is_named(store: LayerStore, damage: str) -> None:
     tar = build_tar(
         [
@@ -126,9 +129,15 @@ def test_a_changed_file_is_named(store: LayerStore, damage: str) -> None:
             handle.write(b"!")
     elif damage == "missing":
         victim.unlink()
-    else:
+    elif damage == "symlink":
         victim.unlink()
         victim.symlink_to("first")
+    elif damage == "directory":
+        victim.unlink()
+        victim.mkdir()
+    else:
+        victim.unlink()
+        os.mkfifo(victim)  # must not hang the reader
     received = bytearray()
 
     def read_everything() -> None:
@@ -335,3 +344,32 @@ def test_trees_of_the_two_engines_diff_alike(tmp_path: Path, driver_name: str) -
         os.utime(root, ns=(0, 0))
         outputs.append(read_all(store, layer.id))
     assert outputs[0] == outputs[1]
+
+
+CORRUPT_TAR_SPLITS = {
+    "not gzip": b"plain text",
+    "empty": gzip.compress(b""),
+    "blank line": gzip.compress(b'{"type":2,"payload":"","position":0}\n\n'),
+    "not JSON": gzip.compress(b"{nope\n"),
+    "unknown type": gzip.compress(b'{"type":3,"payload":null,"position":0}\n'),
+    "float type": gzip.compress(b'{"type":2.0,"payload":"","position":0}\n'),
+    "bad base64": gzip.compress(b'{"type":2,"payload":"!!","position":0}\n'),
+    "size not a number": gzip.compress(b'{"type":1,"name":"f","size":"9","payload":null}\n'),
+    "name not a string": gzip.compress(b'{"type":1,"name":5,"payload":null,"position":0}\n'),
+    "truncated gzip": gzip.compress(b'{"type":2,"payload":"","position":0}\n' * 100)[:-12],
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPT_TAR_SPLITS))
+def test_corrupt_tar_split_files_fail_alike(tmp_path: Path, case: str) -> None:
+    path = tmp_path / "layer.tar-split.gz"
+    path.write_bytes(CORRUPT_TAR_SPLITS[case])
+    messages = []
+    for name in ("native", "pure"):
+        engine = select_engine(name)
+        with pytest.raises(InvalidLayerData) as caught:
+            with engine.open_diff(str(path), str(tmp_path), Compression.NONE) as stream:
+                stream.read()
+        messages.append(str(caught.value))
+    assert str(path) in messages[0]
+    assert messages[0].split(":")[:2] == messages[1].split(":")[:2]

@@ -87,6 +87,13 @@ impl<R: BufRead> Unpacker<R> {
     /// The next entry, `None` after the last line.
     pub fn next_entry(&mut self) -> Result<Option<Entry>> {
         if !self.read_line()? {
+            if self.number == 0 {
+                // Every apply writes at least the final empty segment.
+                return Err(Error::InvalidLayerData(format!(
+                    "{}: the tar-split file is empty",
+                    self.source
+                )));
+            }
             return Ok(None);
         }
         let fields = parse_line(&self.line).map_err(|reason| self.invalid(&reason))?;
@@ -661,7 +668,7 @@ mod tests {
             entries(text).unwrap(),
             [Entry::Segment(b"x".to_vec()), Entry::Segment(b"y".to_vec())]
         );
-        assert_eq!(entries("").unwrap(), []);
+        assert!(entries("").unwrap_err().to_string().contains("empty"));
     }
 
     #[test]

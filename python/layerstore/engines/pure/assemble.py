@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -46,16 +48,19 @@ def _file_chunks(root_fd: int, entry: TarSplitEntry) -> Iterator[bytes]:
     parent_fd = open_directory(root_fd, parts[:-1], create=False) if parts else None
     if parent_fd is None:
         raise _missing(entry)
+    # O_NONBLOCK: a fifo put where the file was must not hang the reader.
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
-    except (FileNotFoundError, NotADirectoryError):
-        raise _missing(entry) from None
+        fd = os.open(parts[-1], flags, dir_fd=parent_fd)
     except OSError as exc:
-        raise InvalidLayerData(
-            f"file integrity checksum failed for {shown(entry.name)}: {exc.strerror}"
-        ) from None
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            raise _missing(entry) from None  # gone, or something else than a file now
+        raise
     finally:
         os.close(parent_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _missing(entry)
     try:
         crc = Crc64()
         left = entry.size

@@ -112,6 +112,8 @@ def read_entries(path: str) -> Iterator[TarSplitEntry]:
         with gzip.open(path, "rb") as lines:
             for number, line in enumerate(lines, start=1):
                 yield _parse_line(line, path, number)
+        if number == 0:
+            raise InvalidLayerData(f"{path}: the tar-split file is empty")
     except (OSError, EOFError, zlib.error) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
@@ -123,17 +125,24 @@ def read_entries(path: str) -> Iterator[TarSplitEntry]:
 def _parse_line(line: bytes, path: str, number: int) -> TarSplitEntry:
     try:
         record = json.loads(line)
+        if type(record) is not dict:
+            raise ValueError("not a JSON object")
         kind = record["type"]
-        if kind not in (FILE_TYPE, SEGMENT_TYPE) or isinstance(kind, bool):
+        if type(kind) is not int or kind not in (FILE_TYPE, SEGMENT_TYPE):
             raise ValueError(f"unknown entry type {kind!r}")
         payload = record.get("payload")
+        if payload is not None and type(payload) is not str:
+            raise ValueError("the payload is not a string")
         raw_payload = None if payload is None else base64.b64decode(payload, validate=True)
-        if record.get("name_raw"):
-            name = base64.b64decode(record["name_raw"], validate=True)
+        raw_name, text_name = record.get("name_raw"), record.get("name", "")
+        if type(text_name) is not str or (raw_name is not None and type(raw_name) is not str):
+            raise ValueError("the name is not a string")
+        if raw_name:  # an empty name_raw falls back to name, as Go's GetName does
+            name = base64.b64decode(raw_name, validate=True)
         else:
-            name = str(record.get("name") or "").encode("utf-8", "surrogateescape")
-        size = record.get("size") or 0
-        if not isinstance(size, int) or isinstance(size, bool):
+            name = text_name.encode("utf-8", "surrogateescape")
+        size = record.get("size", 0)
+        if type(size) is not int:
             raise ValueError(f"size {size!r} is not an integer")
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise InvalidLayerData(f"{path}: line {number} is not a tar-split entry: {exc}") from None
