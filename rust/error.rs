@@ -11,6 +11,13 @@ use pyo3::PyErr;
 
 pyo3::import_exception!(layerstore.errors, InvalidLayerData);
 pyo3::import_exception!(layerstore.errors, NotSupported);
+pyo3::import_exception!(layerstore.errors, MountError);
+
+impl From<crate::mount::MountFailure> for PyErr {
+    fn from(failure: crate::mount::MountFailure) -> PyErr {
+        MountError::new_err((failure.errno, failure.message, failure.target, failure.data))
+    }
+}
 
 /// Everything that can go wrong in the native engine.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +88,7 @@ impl<T> IoContext<T> for nix::Result<T> {
 }
 
 /// The text `os.strerror()` gives for an errno, without Rust's " (os error N)" suffix.
-fn strerror(source: &io::Error) -> String {
+pub(crate) fn strerror(source: &io::Error) -> String {
     let text = source.to_string();
     match text.rfind(" (os error ") {
         Some(cut) => text[..cut].to_string(),

@@ -13,6 +13,7 @@ pub mod diff;
 pub mod digest;
 pub mod error;
 pub mod extract;
+pub mod mount;
 pub mod paths;
 pub mod tarsplit;
 
@@ -250,6 +251,35 @@ mod _native {
 
     /// Copy the directory tree `source` to `destination` (which must not exist), preserving
     /// owners, modes, times, xattrs, hard links and special files.
+    /// Mount an overlay of `lowers` (topmost first) on `target`; writable when `upper` and
+    /// `work` are given. Raises `layerstore.errors.MountError` with the errno and mount data.
+    #[pyfunction]
+    #[pyo3(signature = (lowers, upper, work, target, options))]
+    fn mount_overlay(
+        py: Python<'_>,
+        lowers: Vec<String>,
+        upper: Option<String>,
+        work: Option<String>,
+        target: String,
+        options: Vec<String>,
+    ) -> PyResult<()> {
+        let overlay = crate::mount::Overlay {
+            lowers: &lowers,
+            upper: upper.as_deref(),
+            work: work.as_deref(),
+            options: &options,
+        };
+        py.detach(|| crate::mount::mount_overlay(&overlay, &target))?;
+        Ok(())
+    }
+
+    /// Unmount `target`; `detach` leaves the last users to finish (`MNT_DETACH`).
+    #[pyfunction]
+    fn unmount(py: Python<'_>, target: String, detach: bool) -> PyResult<()> {
+        py.detach(|| crate::mount::unmount(&target, detach))?;
+        Ok(())
+    }
+
     #[pyfunction]
     fn copy_tree(py: Python<'_>, source: PathBuf, destination: PathBuf) -> PyResult<()> {
         py.detach(|| crate::copy::copy_tree(&source, &destination))?;

@@ -23,6 +23,7 @@ from .errors import (
     LayerNotMounted,
     LayerStoreError,
     LayerUnknown,
+    MountError,
     NotSupported,
     StoreIsReadOnly,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "LayerStore",
     "LayerStoreError",
     "LayerUnknown",
+    "MountError",
     "NotSupported",
     "StoreIsReadOnly",
 ]

@@ -6,7 +6,7 @@ from typing import Protocol, Self, final
 
 from typing_extensions import Buffer
 
-__all__ = ["DiffReader", "apply_layer", "copy_tree", "open_diff"]
+__all__ = ["DiffReader", "apply_layer", "copy_tree", "mount_overlay", "open_diff", "unmount"]
 
 class _Readable(Protocol):
     def read(self, size: int, /) -> bytes: ...
@@ -25,6 +25,15 @@ def apply_layer(
     Returns ``(compressed_digest, compressed_size, uncompressed_digest, uncompressed_size,
     compression, uids, gids, size)``; compression is 0 none, 1 bzip2, 2 gzip, 3 xz, 4 zstd.
     """
+
+def mount_overlay(
+    lowers: list[str], upper: str | None, work: str | None, target: str, options: list[str]
+) -> None:
+    """Mount an overlay of ``lowers`` (topmost first) on ``target``, writable when ``upper``
+    and ``work`` are given; raises ``layerstore.errors.MountError``."""
+
+def unmount(target: str, detach: bool) -> None:
+    """Unmount ``target`` (lazily with ``detach``); raises ``layerstore.errors.MountError``."""
 
 def copy_tree(source: str, destination: str) -> None:
     """Copy the directory tree ``source`` to ``destination``, which must not exist."""

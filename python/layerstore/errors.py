@@ -21,6 +21,7 @@ __all__ = [
     "LayerNotMounted",
     "LayerStoreError",
     "LayerUnknown",
+    "MountError",
     "NotSupported",
     "StoreIsReadOnly",
 ]
@@ -84,3 +85,15 @@ class InvalidLayerData(LayerStoreError, ValueError):
 
 class InvalidStoreData(LayerStoreError, ValueError):
     """A file of the store itself (layers.json, mountpoints.json) cannot be parsed."""
+
+
+class MountError(LayerStoreError, OSError):
+    """Mounting or unmounting failed: carries the errno, the target and the mount data tried."""
+
+    def __init__(self, errno: int, message: str, target: str, data: str = "") -> None:
+        super().__init__(errno, message, target)
+        self.data = data
+
+    def __str__(self) -> str:
+        text = f"{self.strerror} ({self.filename}, errno {self.errno})"
+        return f"{text}; mount data: {self.data}" if self.data else text

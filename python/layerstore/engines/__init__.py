@@ -84,6 +84,27 @@ class Engine(Protocol):
         """
         ...
 
+    def mount_overlay(
+        self,
+        lowers: list[str],
+        upper: str | None,
+        work: str | None,
+        target: str,
+        options: list[str],
+    ) -> None:
+        """Mount an overlay of ``lowers`` (topmost first) on ``target``.
+
+        Writable when ``upper`` and ``work`` are given. Lower directories are passed one by one
+        (``lowerdir+``, Linux 6.8+), so deep chains are not limited by a page of mount data;
+        older kernels get ``mount(2)``. ``options``: ``ro``, ``nodev``, ``nosuid``, ``noexec``,
+        ``key=value`` and bare overlay flags. Failures raise MountError with the mount data.
+        """
+        ...
+
+    def unmount(self, target: str, detach: bool = False) -> None:
+        """Unmount ``target``; ``detach`` lets the last users finish (``MNT_DETACH``)."""
+        ...
+
 
 def select_engine(name: str | None = None) -> Engine:
     """The engine called ``name``, else the one ``LAYERSTORE_ENGINE`` names, else native.

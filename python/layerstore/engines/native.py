@@ -67,3 +67,16 @@ class NativeEngine:
             os.fspath(tar_split_path), os.fspath(layer_dir), int(compression)
         )
         return cast(BinaryIO, reader)
+
+    def mount_overlay(
+        self,
+        lowers: list[str],
+        upper: str | None,
+        work: str | None,
+        target: str,
+        options: list[str],
+    ) -> None:
+        _native.mount_overlay(lowers, upper, work, target, options)
+
+    def unmount(self, target: str, detach: bool = False) -> None:
+        _native.unmount(target, detach)

@@ -13,6 +13,7 @@ from .. import ApplyResult, DiffSource
 from .apply import apply_layer
 from .assemble import open_diff
 from .copy import copy_tree
+from .mount import mount_overlay, unmount
 
 __all__ = ["PureEngine"]
 
@@ -46,3 +47,16 @@ class PureEngine:
 
     def open_diff(self, tar_split_path: str, layer_dir: str, compression: Compression) -> BinaryIO:
         return open_diff(tar_split_path, layer_dir, compression)
+
+    def mount_overlay(
+        self,
+        lowers: list[str],
+        upper: str | None,
+        work: str | None,
+        target: str,
+        options: list[str],
+    ) -> None:
+        mount_overlay(lowers, upper, work, target, options)
+
+    def unmount(self, target: str, detach: bool = False) -> None:
+        unmount(target, detach)
