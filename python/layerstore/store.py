@@ -39,8 +39,10 @@ from .errors import (
     DuplicateName,
     InvalidStoreData,
     LayerHasChildren,
+    LayerNotMounted,
     LayerStoreError,
     LayerUnknown,
+    NotSupported,
     StoreIsReadOnly,
 )
 from .index import LayerIndex
@@ -57,6 +59,7 @@ from .layer import (
     new_layer_id,
 )
 from .locking import LockFile
+from .mountinfo import is_mount_point
 from .mounts import MountPoint, decode_mounts, encode_mounts
 from .streams import check_diff_compression, compressed_chunks, reader_of
 
@@ -189,7 +192,7 @@ class LayerStore:
         self.engine: Engine = (
             engine if not isinstance(engine, str | None) else select_engine(engine)
         )
-        driver_name, self._driver_reason = choose_driver(self.root, driver)
+        driver_name, self._driver_reason = choose_driver(self.root, driver, self.engine)
         self.driver: Driver = open_driver(driver_name, self.root, self.engine)
         self.layers_dir = os.path.join(self.root, f"{driver_name}-layers")
         self.mounts_dir = os.path.join(self.run_root, f"{driver_name}-layers")
@@ -384,14 +387,19 @@ class LayerStore:
         if self._mounts_lock is None:
             return
         with self._mounts_lock.shared():
-            token = self._mounts_lock.read_token()
-            file_state = _file_state(self._mounts_json)
-            try:
-                with open(self._mounts_json, "rb") as mounts_file:
-                    data = mounts_file.read()
-            except FileNotFoundError:
-                data = b""
-            table = decode_mounts(data, source=self._mounts_json)
+            self._read_mounts()
+
+    def _read_mounts(self) -> None:
+        """Read mountpoints.json; the caller holds the mounts lock (either way)."""
+        assert self._mounts_lock is not None
+        token = self._mounts_lock.read_token()
+        file_state = _file_state(self._mounts_json)
+        try:
+            with open(self._mounts_json, "rb") as mounts_file:
+                data = mounts_file.read()
+        except FileNotFoundError:
+            data = b""
+        table = decode_mounts(data, source=self._mounts_json)
         self._mounts = {
             layer_id: mount for layer_id, mount in table.items() if layer_id in self._index
         }
@@ -415,11 +423,16 @@ class LayerStore:
 
     def _save_mounts(self) -> None:
         assert self._mounts_lock is not None
-        data = encode_mounts(self._mounts, [layer.id for layer in self._index])
         with self._mounts_lock.exclusive():
-            self._mounts_token = self._mounts_lock.record_write()
-            write_atomic(self._mounts_json, data)
-            self._mounts_file = _file_state(self._mounts_json)
+            self._write_mounts()
+
+    def _write_mounts(self) -> None:
+        """Write mountpoints.json; the caller holds the mounts lock exclusively."""
+        assert self._mounts_lock is not None
+        data = encode_mounts(self._mounts, [layer.id for layer in self._index])
+        self._mounts_token = self._mounts_lock.record_write()
+        write_atomic(self._mounts_json, data)
+        self._mounts_file = _file_state(self._mounts_json)
 
     def reload_if_changed(self) -> bool:
         """Reload the store's view if another process changed it; True when it did."""
@@ -496,6 +509,107 @@ class LayerStore:
         layer = self.get(name)
         # A digest says the size was set on purpose, not left at its default (as Go reads it).
         return layer.uncompressed_size if layer.uncompressed_digest else -1
+
+    # -- mounts --------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _mount_table(self) -> Iterator[None]:
+        """Hold mountpoints.lock exclusively with the mount table current (lock order: the
+        caller already holds layers.lock)."""
+        if self._mounts_lock is None:
+            os.makedirs(self.mounts_dir, mode=0o700, exist_ok=True)
+            self._mounts_lock = LockFile.open(os.path.join(self.mounts_dir, "mountpoints.lock"))
+        with self._mounts_lock.exclusive():
+            if self._mounts_modified() or self._mounts_token is None:
+                self._read_mounts()
+            yield
+
+    def mount(
+        self,
+        name: str,
+        options: Iterable[str] = (),
+        *,
+        uid_map: Iterable[IDMap | tuple[int, int, int]] | None = None,
+        gid_map: Iterable[IDMap | tuple[int, int, int]] | None = None,
+    ) -> str:
+        """Mount the layer (its merged tree with its parents) and return where.
+
+        Counts are shared by every process using the store: mounting a mounted layer only
+        counts one more user, unless the kernel dropped the mount behind the store's back, in
+        which case it is mounted again. ``options``: ``ro`` (the only option read-only stores
+        allow), ``nodev``, ``nosuid``, ``noexec`` and overlay options. Raises MountError when
+        the kernel refuses, with the errno and the mount data tried.
+        """
+        wanted = tuple(options)
+        if self.read_only and "ro" not in wanted:
+            raise StoreIsReadOnly(
+                f"the layer store at {self.root} is opened read-only: only ro mounts are allowed"
+            )
+        maps = (id_maps(uid_map), id_maps(gid_map))
+        with self._reading():
+            layer_id = self._index.lookup(name)
+            if (uid_map is not None or gid_map is not None) and maps != self._maps_of(layer_id):
+                raise NotSupported(
+                    f"cannot mount layer {layer_id} with other id maps than its own: "
+                    "this driver cannot shift ids at mount time; create a layer with those maps"
+                )
+            with self._mount_table():
+                current = self._mounts.get(layer_id)
+                if current is not None and current.count > 0 and is_mount_point(current.path):
+                    self._mounts[layer_id] = MountPoint(current.path, current.count + 1)
+                    self._write_mounts()
+                    return current.path
+                path = self.driver.mount(layer_id, wanted)
+                # A count left by a mount the kernel dropped stays: its users still unmount.
+                count = (current.count if current is not None else 0) + 1
+                self._mounts[layer_id] = MountPoint(os.path.normpath(path), count)
+                try:
+                    self._write_mounts()
+                except BaseException:
+                    self.driver.unmount(layer_id)
+                    raise
+                return path
+
+    def unmount(self, name: str, force: bool = False) -> bool:
+        """Drop one user of the layer's mount (all of them with ``force``); the last one
+        unmounts it. ``name`` may also be the mount path. Returns whether it is still mounted;
+        raises LayerNotMounted if it was not mounted."""
+        with self._reading():
+            with self._mount_table():
+                layer_id = self._mounted_layer(name)
+                current = self._mounts.get(layer_id)
+                if current is None or current.count <= 0:
+                    raise LayerNotMounted(f"layer {layer_id} is not mounted")
+                if current.count > 1 and not force:
+                    self._mounts[layer_id] = MountPoint(current.path, current.count - 1)
+                    self._write_mounts()
+                    return True
+                self.driver.unmount(layer_id)
+                del self._mounts[layer_id]
+                self._write_mounts()
+                return False
+
+    def _mounted_layer(self, name: str) -> str:
+        try:
+            return self._index.lookup(name)
+        except LayerUnknown:
+            path = os.path.normpath(os.path.abspath(name))
+            for layer_id, mount in self._mounts.items():
+                if mount.path == path:
+                    return layer_id
+            raise
+
+    def mounted(self, name: str) -> int:
+        """How many users hold the layer mounted, in every process (0 when it is not)."""
+        with self._reading():
+            layer_id = self._index.lookup(name)
+            if self._mounts_lock is None:
+                return 0
+            with self._mounts_lock.shared():
+                if self._mounts_modified():
+                    self._read_mounts()
+            mount = self._mounts.get(layer_id)
+            return mount.count if mount is not None else 0
 
     # -- diffs ---------------------------------------------------------------------------------
 
@@ -580,16 +694,20 @@ class LayerStore:
         *,
         uid_map: Iterable[IDMap | tuple[int, int, int]] | None = None,
         gid_map: Iterable[IDMap | tuple[int, int, int]] | None = None,
+        template: str | None = None,
     ) -> Layer:
         """Create an empty layer on top of ``parent`` (an id, name or prefix; None: a base).
 
-        The record is saved flagged ``incomplete`` before the driver makes any directory and
-        the flag is cleared when the layer is whole; on failure everything made is removed.
+        With ``template``, the new layer starts as a copy of that layer's own files, with its
+        digests, sizes, uid/gid sets and tar-split. With ``uid_map``/``gid_map`` other than
+        the parent's (or template's), the layer's files are chowned to the new maps. The
+        record is saved flagged ``incomplete`` before the driver makes any directory and the
+        flag is cleared when the layer is whole; on failure everything made is removed.
         Raises DuplicateID, DuplicateName, LayerUnknown (parent) or StoreIsReadOnly.
         """
         request = _CreateRequest(id, parent, names, mount_label, writeable, flags, uid_map, gid_map)
         with self._writing():
-            layer = self._create_locked(request)
+            layer = self._create_locked(request, template)
             try:
                 return self._finish_locked(layer)
             except BaseException:
@@ -648,7 +766,7 @@ class LayerStore:
             layer = self._index.get(self._index.lookup(name))
             return self._apply_locked(layer, diff, compressed_digest, uncompressed_digest)
 
-    def _create_locked(self, request: _CreateRequest) -> Layer:
+    def _create_locked(self, request: _CreateRequest, template: str | None = None) -> Layer:
         """Save a new record flagged incomplete and make its driver directories."""
         if request.id is not None:
             check_layer_id(request.id)
@@ -656,6 +774,7 @@ class LayerStore:
         if layer_id in self._index:
             raise DuplicateID(f"a layer with id {layer_id} already exists")
         parent_id = self._index.lookup(request.parent) if request.parent else ""
+        source = self._index.get(self._index.lookup(template)) if template else None
         for name in request.names:
             owner = self._index.owner_of(name)
             if owner is not None:
@@ -670,14 +789,51 @@ class LayerStore:
             uid_map=request.uid_map,
             gid_map=request.gid_map,
         )
+        if source is not None:
+            # A template's contents come with what describes them (as Go's TemplateLayer).
+            layer = replace(
+                layer,
+                compressed_digest=source.compressed_digest,
+                compressed_size=source.compressed_size,
+                uncompressed_digest=source.uncompressed_digest,
+                uncompressed_size=source.uncompressed_size,
+                compression=source.compression,
+                uids=source.uids,
+                gids=source.gids,
+            )
         self._index.add(layer)
         self._save(mounts=True)
         try:
-            self.driver.create(layer_id, parent_id, writeable=request.writeable)
+            if source is None:
+                self.driver.create(layer_id, parent_id, writeable=request.writeable)
+                old_maps = self._maps_of(parent_id)
+            else:
+                self.driver.create_from_template(
+                    layer_id, source.id, parent_id, writeable=request.writeable
+                )
+                self._copy_tar_split(source.id, layer_id)
+                old_maps = (source.uid_map, source.gid_map)
+            if old_maps != (request.uid_map, request.gid_map):
+                self.driver.update_id_map(layer_id, old_maps, (request.uid_map, request.gid_map))
         except BaseException:
             self._abandon(layer_id)
             raise
         return layer
+
+    def _maps_of(self, layer_id: str) -> tuple[tuple[IDMap, ...], tuple[IDMap, ...]]:
+        if not layer_id:
+            return (), ()
+        layer = self._index.get(layer_id)
+        return layer.uid_map, layer.gid_map
+
+    def _copy_tar_split(self, source_id: str, layer_id: str) -> None:
+        source = os.path.join(self.layers_dir, source_id + TAR_SPLIT_SUFFIX)
+        try:
+            with open(source, "rb") as tar_split:
+                data = tar_split.read()
+        except FileNotFoundError:
+            return
+        write_atomic(os.path.join(self.layers_dir, layer_id + TAR_SPLIT_SUFFIX), data)
 
     def _finish_locked(self, layer: Layer) -> Layer:
         """Clear the incomplete flag: the layer is whole."""
@@ -757,6 +913,7 @@ class LayerStore:
         self._save(mounts=had_mount)
 
     def _remove_layer_files(self, layer_id: str) -> None:
+        self.driver.unmount(layer_id)  # delete unmounts first, whatever the count says
         self.driver.remove(layer_id)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.layers_dir, layer_id + TAR_SPLIT_SUFFIX))

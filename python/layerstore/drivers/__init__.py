@@ -12,11 +12,14 @@ import errno
 import os
 import shutil
 import stat
+import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from ..changes import Change, DirectoryView, TreeView, changes_size, compare_trees, tar_of_changes
 from ..engines import Engine
+from ..idmaps import shift_ownership
+from ..layer import IDMap
 
 __all__ = ["DRIVER_NAMES", "Driver", "choose_driver", "open_driver", "remove_tree"]
 
@@ -58,6 +61,40 @@ class Driver(ABC):
     @abstractmethod
     def layer_ids(self) -> list[str]:
         """Ids of every layer the driver has data for, whether the store knows it or not."""
+
+    @abstractmethod
+    def mount(self, layer_id: str, options: Sequence[str]) -> str:
+        """Make the layer's merged tree available and return where (overlay: a kernel mount
+        at ``<id>/merged``; vfs: the layer's own directory). ``ro`` mounts read-only."""
+
+    @abstractmethod
+    def unmount(self, layer_id: str) -> None:
+        """Undo :meth:`mount`; a layer that is not mounted is not an error."""
+
+    def update_id_map(
+        self,
+        layer_id: str,
+        old: tuple[Sequence[IDMap], Sequence[IDMap]],
+        new: tuple[Sequence[IDMap], Sequence[IDMap]],
+    ) -> None:
+        """Shift the owners of the layer's files from ``old`` to ``new`` (uid, gid) maps,
+        through a mount of the layer (overlay copies every changed file up into the layer)."""
+        root = self.mount(layer_id, ())
+        try:
+            shift_ownership(root, old, new)
+        finally:
+            self.unmount(layer_id)
+
+    def create_from_template(
+        self, layer_id: str, template_id: str, parent_id: str, *, writeable: bool
+    ) -> None:
+        """Make a new layer on ``parent_id`` holding a copy of ``template_id``'s own files."""
+        self.create(layer_id, parent_id, writeable=writeable)
+        target = self.layer_dir(layer_id)
+        source = self.layer_dir(template_id)
+        # The engine copies into a fresh directory: replace the empty one create() made.
+        remove_tree(target)
+        self.engine.copy_tree(source, target)
 
     def status(self) -> list[tuple[str, str]]:
         """Facts about the driver for people, as (key, value) pairs."""
@@ -113,7 +150,11 @@ def _make_owner_writable(path: str, mode: int) -> None:
         os.chmod(path, stat.S_IMODE(mode) | stat.S_IRWXU)
 
 
-def _overlay_available() -> tuple[bool, str]:
+_probed: dict[int, tuple[bool, str]] = {}  # by device of the store's root: probe once
+
+
+def _overlay_available(root: str, engine: Engine) -> tuple[bool, str]:
+    """Whether an overlay mount works under ``root``, found by trying one (once per device)."""
     if os.geteuid() != 0:
         return False, "overlay mounts need root here; using vfs"
     try:
@@ -123,10 +164,36 @@ def _overlay_available() -> tuple[bool, str]:
         return False, f"cannot read /proc/filesystems ({os.strerror(exc.errno or errno.EIO)})"
     if "overlay" not in known:
         return False, "the kernel has no overlay file system; using vfs"
-    return True, "the kernel has overlay and we are root"
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    device = os.stat(root).st_dev
+    if device not in _probed:
+        _probed[device] = _probe_overlay(root, engine)
+    return _probed[device]
 
 
-def choose_driver(root: str, requested: str | None) -> tuple[str, str]:
+def _probe_overlay(root: str, engine: Engine) -> tuple[bool, str]:
+    probe = tempfile.mkdtemp(prefix=".overlay-probe-", dir=root)
+    try:
+        for name in ("lower", "upper", "work", "merged"):
+            os.mkdir(os.path.join(probe, name))
+        merged = os.path.join(probe, "merged")
+        try:
+            engine.mount_overlay(
+                [os.path.join(probe, "lower")],
+                os.path.join(probe, "upper"),
+                os.path.join(probe, "work"),
+                merged,
+                [],
+            )
+        except OSError as exc:
+            return False, f"an overlay mount under {root} failed ({exc}); using vfs"
+        engine.unmount(merged, detach=True)
+        return True, f"an overlay mount under {root} works"
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+def choose_driver(root: str, requested: str | None, engine: Engine) -> tuple[str, str]:
     """The driver for the store at ``root`` and why it was chosen."""
     if requested is not None:
         if requested not in DRIVER_NAMES:
@@ -137,7 +204,7 @@ def choose_driver(root: str, requested: str | None) -> tuple[str, str]:
     for name in DRIVER_NAMES:
         if os.path.exists(os.path.join(root, f"{name}-layers", "layers.json")):
             return name, f"the store at {root} already uses {name}"
-    available, reason = _overlay_available()
+    available, reason = _overlay_available(root, engine)
     return ("overlay" if available else "vfs"), reason
 
 

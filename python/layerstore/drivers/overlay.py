@@ -17,7 +17,7 @@ import base64
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from ..changes import (
     OPAQUE_MARKER,
@@ -29,6 +29,7 @@ from ..changes import (
     tar_entries,
 )
 from ..errors import LayerStoreError
+from ..mountinfo import is_mount_point
 from . import DEFAULT_LAYER_MODE, Driver, remove_tree
 
 __all__ = ["OverlayDriver"]
@@ -107,7 +108,36 @@ class OverlayDriver(Driver):
             raise LayerStoreError(f"{path}: not a short link name: {link[:40]!r}")
         return link
 
+    def mount(self, layer_id: str, options: Sequence[str]) -> str:
+        layer_dir = self._dir(layer_id)
+        merged = os.path.join(layer_dir, "merged")
+        os.makedirs(merged, mode=0o700, exist_ok=True)
+        diff = os.path.join(layer_dir, "diff")
+        lowers = self._stack(layer_id)[1:]
+        if "ro" in options:
+            # Read-only: the layer's own files are the topmost lower; overlay needs two lowers.
+            lowers = [diff, *lowers] if lowers else [diff, self._empty(layer_id)]
+            upper = work = None
+        else:
+            lowers = lowers or [self._empty(layer_id)]
+            upper, work = diff, os.path.join(layer_dir, "work")
+            os.makedirs(work, mode=0o700, exist_ok=True)
+        self.engine.mount_overlay(lowers, upper, work, merged, list(options))
+        return merged
+
+    def _empty(self, layer_id: str) -> str:
+        empty = os.path.join(self._dir(layer_id), "empty")
+        os.makedirs(empty, mode=0o700, exist_ok=True)
+        return empty
+
+    def unmount(self, layer_id: str) -> None:
+        merged = os.path.join(self._dir(layer_id), "merged")
+        if is_mount_point(merged):
+            # Lazily, as Go does: processes still inside keep working until they leave.
+            self.engine.unmount(merged, detach=True)
+
     def remove(self, layer_id: str) -> None:
+        self.unmount(layer_id)  # never walk into a live mount while removing the layer
         layer_dir = self._dir(layer_id)
         try:
             link = self._read_link(layer_id)

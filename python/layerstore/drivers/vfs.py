@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Sequence
 
 from ..changes import DirectoryView, TreeView
+from ..errors import NotSupported
 from . import DEFAULT_LAYER_MODE, Driver, remove_tree
 
 __all__ = ["VfsDriver"]
@@ -45,6 +47,17 @@ class VfsDriver(Driver):
 
     def layer_dir(self, layer_id: str) -> str:
         return self._dir(layer_id)
+
+    def mount(self, layer_id: str, options: Sequence[str]) -> str:
+        unsupported = [option for option in options if option != "ro"]
+        if unsupported:
+            raise NotSupported(
+                f"the vfs driver takes no mount options (only ro): {', '.join(unsupported)}"
+            )
+        return self._dir(layer_id)
+
+    def unmount(self, layer_id: str) -> None:
+        pass  # nothing was mounted: the layer's directory is its tree
 
     def view(self, layer_id: str) -> TreeView:
         return DirectoryView(self._dir(layer_id))
