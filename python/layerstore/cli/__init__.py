@@ -1,0 +1,343 @@
+"""The ``layerstore`` command (also ``python -m layerstore``): the store from a shell.
+
+The verbs are those of Go's ``containers-storage`` command in a Pythonic form. Each opens the
+store, makes one or two calls of :class:`~layerstore.LayerStore` and prints the result: a
+table or a line for people, ``--json`` (the API's own data) for scripts. A failure is one line
+on stderr that names the layer or file and says what to do, with exit status 1 (2 for usage
+errors); ``--debug`` adds the traceback.
+
+``common`` holds the defaults and output helpers, ``streams`` the blob input, the atomic
+output and the progress bar, ``verbs`` one function per verb and ``demo`` the tour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import sys
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from .. import __version__
+from ..drivers import DRIVER_NAMES
+from ..engines import ENGINE_NAMES
+from ..errors import DuplicateID, DuplicateName, LayerStoreError, LayerUnknown, StoreIsReadOnly
+from ..layer import Layer
+from ..store import LayerStore
+from . import verbs
+from .common import (
+    PROG,
+    CommandError,
+    UsageError,
+    default_root,
+    default_run_root,
+    one_line,
+    os_error,
+)
+from .demo import run_demo
+
+__all__ = ["main"]
+
+Verb = Callable[[LayerStore, argparse.Namespace], None]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors, like every other failure of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {one_line(message)} (see '{self.prog} --help')\n")
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, after_verb: bool) -> None:
+    """The options every verb shares, accepted before the verb and after it. After it they
+    are left out of the verb's help, and only override what was given before."""
+
+    def shown(text: str) -> str:
+        return argparse.SUPPRESS if after_verb else text
+
+    unset: Any = argparse.SUPPRESS if after_verb else None
+    unset_flag: Any = argparse.SUPPRESS if after_verb else False
+    parser.add_argument(
+        "--root",
+        metavar="DIR",
+        default=unset,
+        help=shown(
+            "the store (default: $LAYERSTORE_ROOT, else /var/lib/layerstore for root and "
+            "$XDG_DATA_HOME/layerstore for other users)"
+        ),
+    )
+    parser.add_argument(
+        "--run-root",
+        metavar="DIR",
+        default=unset,
+        help=shown(
+            "where mount counts live (default: $LAYERSTORE_RUN_ROOT, else /run/layerstore for "
+            "root and $XDG_RUNTIME_DIR/layerstore for other users, else ROOT/run)"
+        ),
+    )
+    parser.add_argument(
+        "--driver",
+        choices=DRIVER_NAMES,
+        default=unset,
+        help=shown("the storage driver (default: the store's, else overlay where it mounts)"),
+    )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINE_NAMES,
+        default=unset,
+        help=shown("who does the byte work (default: $LAYERSTORE_ENGINE, else native)"),
+    )
+    parser.add_argument(
+        "--read-only",
+        action="store_true",
+        default=unset_flag,
+        help=shown("open the store read-only: shared locks only, changes refused"),
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=unset_flag,
+        help=shown("print the traceback of a failure"),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line parser: global options, then one subcommand per verb."""
+    parser = _Parser(
+        prog=PROG,
+        description=(
+            "Container image layers on disk, kept as containers/storage (podman, buildah, "
+            "CRI-O) keeps them."
+        ),
+        epilog=f"'{PROG} demo' shows what it does; '{PROG} COMMAND --help' explains a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_global_options(parser, after_verb=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def verb(name: str, handler: Verb | None, summary: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=summary, description=summary)
+        _add_global_options(sub, after_verb=True)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    def with_layer(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument("layer", metavar="LAYER", help="a layer's id, name or unique id prefix")
+        return sub
+
+    def with_json(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument("--json", action="store_true", help="print JSON, for scripts")
+        return sub
+
+    def with_from(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument(
+            "--from", dest="from_layer", metavar="L", help="compare with L, not the parent"
+        )
+        return sub
+
+    def with_new_layer(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument("--parent", metavar="P", help="the layer to build on (default: none)")
+        sub.add_argument(
+            "--name", metavar="N", action="append", default=[], help="a name (repeatable)"
+        )
+        sub.add_argument("--id", metavar="ID", help="the new layer's id (default: random)")
+        return sub
+
+    with_json(verb("layers", verbs.layers, "list the layers, parents first"))
+    with_new_layer(verb("create-layer", verbs.create_layer, "create an empty layer; print its id"))
+
+    sub = with_new_layer(
+        verb("import", verbs.import_layer, "create a layer from a blob; print its id")
+    )
+    sub.add_argument("file", metavar="FILE|-", help="a tar, plain or compressed ('-': stdin)")
+
+    sub = with_layer(verb("apply-diff", verbs.apply_diff, "apply a blob to an existing layer"))
+    sub.add_argument("file", metavar="FILE|-", help="a tar, plain or compressed ('-': stdin)")
+
+    sub = with_from(with_layer(verb("diff", verbs.diff, "write the tarball of a layer")))
+    sub.add_argument(
+        "--compression",
+        choices=("none", "gzip", "zstd"),
+        help="compress it so (default: as the layer's blob was)",
+    )
+    sub.add_argument("-o", "--output", metavar="FILE", help="write FILE atomically, not stdout")
+
+    with_json(
+        with_from(with_layer(verb("changes", verbs.changes, "list the paths a layer changes")))
+    )
+    with_from(with_layer(verb("diff-size", verbs.diff_size, "estimate a diff's size in bytes")))
+
+    sub = with_layer(verb("mount", verbs.mount, "mount a layer on its parents; print where"))
+    sub.add_argument(
+        "-o", "--option", metavar="OPT", action="append", default=[], help="e.g. ro (repeatable)"
+    )
+
+    sub = verb("unmount", verbs.unmount, "drop a use of a mount; unmount when none is left")
+    sub.add_argument("target", metavar="LAYER|PATH", help="a layer, or where it is mounted")
+    sub.add_argument("--force", action="store_true", help="unmount now, for every user")
+
+    with_layer(verb("mounted", verbs.mounted, "print how many times a layer is mounted"))
+    with_layer(verb("delete-layer", verbs.delete_layer, "delete a layer without children"))
+    for name, handler, summary, count in (
+        ("add-names", verbs.add_names, "add names, moving them from other layers", "+"),
+        ("remove-names", verbs.remove_names, "remove names from a layer", "+"),
+        ("set-names", verbs.set_names, "replace a layer's names (none: clear them)", "*"),
+    ):
+        with_layer(verb(name, handler, summary)).add_argument("names", metavar="NAME", nargs=count)
+
+    sub = with_layer(verb("metadata", verbs.metadata, "print a layer's metadata, or set it"))
+    sub.add_argument("--set", metavar="TEXT", help="replace the metadata with TEXT")
+
+    sub = with_json(with_layer(verb("big-data", verbs.big_data, "list, print or store data")))
+    sub.add_argument("key", metavar="KEY", nargs="?", help="the item (leave out: list the keys)")
+    sub.add_argument("--set", metavar="FILE|-", help="store FILE ('-': stdin) as the item")
+
+    sub = with_json(with_layer(verb("flags", verbs.flags, "print a layer's flags, or set them")))
+    sub.add_argument(
+        "--set",
+        metavar="K=V",
+        action="append",
+        default=[],
+        help="set flag K to V, JSON if V parses as JSON, else a string (repeatable)",
+    )
+    sub.add_argument("--unset", metavar="K", action="append", default=[], help="clear flag K")
+
+    with_json(verb("status", verbs.status, "describe the store"))
+    sub = verb("wipe", verbs.wipe, "delete every layer of the store")
+    sub.add_argument("--yes", action="store_true", help="really delete them all")
+    verb("demo", None, "import, mount and diff two layers in a temporary store, timing each step")
+    return parser
+
+
+# -- failures, worded ---------------------------------------------------------------------------
+
+_LAYER_ARGUMENTS = ("layer", "target", "parent", "from_layer")
+
+
+def _unknown_layer(store: LayerStore, arguments: argparse.Namespace, exc: LayerUnknown) -> str:
+    """Which layer argument is unknown, and the store's ids and names closest to it."""
+    try:
+        layers = store.layers()
+        for attribute in _LAYER_ARGUMENTS:
+            word = getattr(arguments, attribute, None)
+            if not word or store.exists(word):
+                continue
+            if attribute == "target" and os.sep in word:
+                return f"no layer of the store at {store.root!r} is mounted at {word!r}"
+            prefixed = sum(layer.id.startswith(word) for layer in layers)
+            if prefixed > 1:
+                return (
+                    f"the id prefix {word!r} matches {prefixed} layers: "
+                    "type more of the id, or use a name"
+                )
+            return f"no layer has the id, name or id prefix {word!r}{_suggestion(word, layers)}"
+    except LayerStoreError:
+        pass
+    return f"{exc}; '{PROG} layers' lists them"
+
+
+def _suggestion(word: str, layers: list[Layer]) -> str:
+    if not layers:
+        return ": the store has no layers (are --root and --driver right?)"
+    # Names are compared whole; ids by their prefix as long as the word, which is how
+    # people type them, and shown 12 digits long.
+    shown: dict[str, str] = {}
+    for layer in layers:
+        shown.setdefault(layer.id[: len(word)], layer.id[:12])
+        for name in layer.names:
+            shown[name] = name
+    matches = difflib.get_close_matches(word, shown, n=3)
+    if not matches:
+        return f"; '{PROG} layers' lists them"
+    return "; did you mean " + " or ".join(repr(shown[match]) for match in matches) + "?"
+
+
+def describe(exc: BaseException, arguments: argparse.Namespace, store: LayerStore | None) -> str:
+    """The one line that says what went wrong and what to do about it."""
+    if isinstance(exc, CommandError):
+        return str(exc)
+    if isinstance(exc, LayerUnknown):
+        return _unknown_layer(store, arguments, exc) if store is not None else str(exc)
+    if isinstance(exc, DuplicateName):
+        return f"{exc}: choose another name, or move it with '{PROG} add-names LAYER NAME'"
+    if isinstance(exc, DuplicateID):
+        return f"{exc}: choose another --id, or leave it out for a random one"
+    if isinstance(exc, StoreIsReadOnly):
+        return f"{exc}: leave out --read-only to change it"
+    if isinstance(exc, LayerStoreError | ValueError | TypeError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return os_error(exc)
+    return f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)"
+
+
+def _warn_in_one_line() -> None:
+    """Show warnings (such as a missing native engine) as one line, like failures."""
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        print(f"{PROG}: warning: {one_line(str(message))}", file=sys.stderr)
+
+    warnings.showwarning = show
+
+
+def _open_store(arguments: argparse.Namespace) -> LayerStore:
+    root = arguments.root or default_root()
+    run_root = arguments.run_root or default_run_root()
+    try:
+        return LayerStore(
+            root,
+            run_root,
+            driver=arguments.driver,
+            read_only=arguments.read_only,
+            engine=arguments.engine,
+        )
+    except OSError as exc:
+        raise CommandError(f"cannot open the store at {root!r}: {os_error(exc)}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``layerstore`` command on ``argv`` (default: ``sys.argv[1:]``); the exit status."""
+    try:
+        arguments = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else 2
+    if not arguments.debug:
+        _warn_in_one_line()
+    store: LayerStore | None = None
+    try:
+        if arguments.command == "demo":
+            run_demo(arguments)
+        else:
+            store = _open_store(arguments)
+            handler: Verb = arguments.handler
+            handler(store, arguments)
+        return 0
+    except UsageError as exc:
+        print(f"{PROG} {arguments.command}: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # Whoever read our output went away (`| head`): no traceback. Point stdout at
+        # /dev/null so the interpreter's last flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as exc:
+        if arguments.debug:
+            traceback.print_exc()
+        print(f"{PROG}: {one_line(describe(exc, arguments, store))}", file=sys.stderr)
+        return 1
+    finally:
+        if store is not None:
+            store.close()

@@ -1,0 +1,165 @@
+"""What the verbs share: where the store lives, how failures and results are printed."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import errno
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..layer import IDMap, Layer
+
+__all__ = [
+    "PROG",
+    "CommandError",
+    "UsageError",
+    "cell",
+    "default_root",
+    "default_run_root",
+    "human_size",
+    "layer_to_json",
+    "one_line",
+    "os_error",
+    "print_json",
+    "print_table",
+]
+
+PROG = "layerstore"
+
+
+# -- where the store lives ----------------------------------------------------------------------
+
+
+def default_root(environ: Mapping[str, str] | None = None, euid: int | None = None) -> str:
+    """The store's root when ``--root`` is not given.
+
+    ``LAYERSTORE_ROOT``, else ``/var/lib/layerstore`` for root and
+    ``$XDG_DATA_HOME/layerstore`` (``~/.local/share/layerstore``) for everyone else. Never
+    podman's own storage: a tool that wrote there by default could break a user's containers.
+    """
+    environ = os.environ if environ is None else environ
+    euid = os.geteuid() if euid is None else euid
+    if environ.get("LAYERSTORE_ROOT"):
+        return environ["LAYERSTORE_ROOT"]
+    if euid == 0:
+        return "/var/lib/layerstore"
+    data_home = environ.get("XDG_DATA_HOME") or os.path.join(
+        environ.get("HOME") or os.path.expanduser("~"), ".local", "share"
+    )
+    return os.path.join(data_home, "layerstore")
+
+
+def default_run_root(
+    environ: Mapping[str, str] | None = None, euid: int | None = None
+) -> str | None:
+    """The store's run root when ``--run-root`` is not given.
+
+    ``LAYERSTORE_RUN_ROOT``, else ``/run/layerstore`` for root and
+    ``$XDG_RUNTIME_DIR/layerstore`` for everyone else. Without ``XDG_RUNTIME_DIR``: None, the
+    store's own default (``ROOT/run``), because a fixed name in a shared /tmp could be made
+    beforehand by another user.
+    """
+    environ = os.environ if environ is None else environ
+    euid = os.geteuid() if euid is None else euid
+    if environ.get("LAYERSTORE_RUN_ROOT"):
+        return environ["LAYERSTORE_RUN_ROOT"]
+    if euid == 0:
+        return "/run/layerstore"
+    runtime_dir = environ.get("XDG_RUNTIME_DIR")
+    return os.path.join(runtime_dir, "layerstore") if runtime_dir else None
+
+
+# -- failures -----------------------------------------------------------------------------------
+
+
+class CommandError(Exception):
+    """A failure already worded for the user: printed as one line, exit status 1."""
+
+
+class UsageError(Exception):
+    """Arguments that parse but do not make sense together: one line, exit status 2."""
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: messages may quote names or data with newlines in them."""
+    return " ".join(text.splitlines()) or "unknown error"
+
+
+def os_error(exc: OSError, subject: str | None = None, *, reading: bool = False) -> str:
+    """An OSError as one sentence naming the file (``subject`` if given), and what to do.
+
+    ``reading``: the file is an input named on the command line, not part of the store.
+    """
+    name = subject if subject is not None else exc.filename
+    reason = exc.strerror or str(exc)
+    text = f"{os.fsdecode(name)!r}: {reason}" if name is not None else reason
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+        return f"{text}: check the path"
+    if reading and exc.errno in (errno.EACCES, errno.EPERM):
+        return f"{text}: check the file's permissions"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"{text}: run as a user who may write the store, or add --read-only to only read it"
+    if exc.errno == errno.EROFS:
+        return f"{text}: add --read-only to only read the store"
+    if exc.errno == errno.ENOSPC:
+        return f"{text}: free some space and try again"
+    return text
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """A field value as JSON: enums by lowercase name, tuples as lists, mappings as objects."""
+    if isinstance(value, enum.Enum):
+        return value.name.lower()
+    if isinstance(value, IDMap):
+        return value.to_json()
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def layer_to_json(layer: Layer) -> dict[str, Any]:
+    """Every field of a :class:`~layerstore.Layer` under its Python name, as JSON values.
+
+    ``compression`` is the enum's lowercase name (``"gzip"``), id maps are objects with
+    ``container_id``, ``host_id`` and ``size``. ``layerstore layers --json`` prints this for
+    each layer.
+    """
+    return {field.name: _plain(getattr(layer, field.name)) for field in dataclasses.fields(layer)}
+
+
+def print_json(value: Any) -> None:
+    """Print ``value`` as indented JSON, ASCII only (safe whatever the terminal's encoding)."""
+    print(json.dumps(value, indent=2))
+
+
+def cell(text: str) -> str:
+    """``text`` for a table cell: a control character would break the table's lines."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Columns padded to their widest cell, the last one left ragged."""
+    widths = [max(len(row[column]) for row in (header, *rows)) for column in range(len(header))]
+    for row in (header, *rows):
+        cells = [text.ljust(width) for text, width in zip(row[:-1], widths, strict=False)]
+        print("  ".join([*cells, row[-1]]).rstrip())
+
+
+def human_size(count: int) -> str:
+    """``count`` bytes for people: ``512 B``, ``1.5 KiB``, ``3.2 GiB``."""
+    if count < 1024:
+        return f"{count} B"
+    size = float(count)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        size /= 1024
+        if size < 1024 or unit == "TiB":
+            break
+    return f"{size:.1f} {unit}"

@@ -1,0 +1,289 @@
+"""The verbs: each takes the open store and the parsed arguments, calls the API, prints.
+
+A verb prints results on stdout and nothing else; it raises :class:`CommandError` with a sentence
+for the user when the generic wording of an error (see ``cli.describe``) would not say enough.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from argparse import Namespace
+from typing import Any, NoReturn
+
+from ..errors import BigDataUnknown, InvalidLayerData, NotSupported
+from ..store import LayerStore
+from .common import (
+    PROG,
+    CommandError,
+    UsageError,
+    cell,
+    human_size,
+    layer_to_json,
+    os_error,
+    print_json,
+    print_table,
+)
+from .streams import Progress, copy_stream, open_blob, read_all, write_atomically
+
+__all__ = [
+    "add_names",
+    "apply_diff",
+    "big_data",
+    "changes",
+    "create_layer",
+    "delete_layer",
+    "diff",
+    "diff_size",
+    "flag_value",
+    "flags",
+    "import_layer",
+    "layers",
+    "metadata",
+    "mount",
+    "mounted",
+    "remove_names",
+    "set_names",
+    "status",
+    "unmount",
+    "wipe",
+]
+
+
+def layers(store: LayerStore, arguments: Namespace) -> None:
+    """``layers``: a table of the layers, parents first, or every field with ``--json``."""
+    found = store.layers()
+    if arguments.json:
+        print_json([layer_to_json(layer) for layer in found])
+        return
+    rows = [
+        [
+            layer.id[:12],
+            ",".join(cell(name) for name in layer.names) or "-",
+            layer.parent[:12] or "-",
+            human_size(layer.uncompressed_size) if layer.uncompressed_digest else "-",
+            str(layer.mount_count or "-"),
+            layer.created[:19].replace("T", " "),
+        ]
+        for layer in found
+    ]
+    print_table(["ID", "NAMES", "PARENT", "SIZE", "MOUNTS", "CREATED (UTC)"], rows)
+
+
+def create_layer(store: LayerStore, arguments: Namespace) -> None:
+    """``create-layer``: an empty layer; prints its id."""
+    layer = store.create(id=arguments.id, parent=arguments.parent, names=arguments.name)
+    print(layer.id)
+
+
+def import_layer(store: LayerStore, arguments: Namespace) -> None:
+    """``import``: create a layer and apply a blob to it in one go; prints its id."""
+    with open_blob(arguments.file, "import") as source:
+        try:
+            layer, _size = store.put(
+                source, id=arguments.id, parent=arguments.parent, names=arguments.name
+            )
+        except InvalidLayerData as exc:
+            raise CommandError(
+                f"cannot import {arguments.file!r}: {exc}; nothing was stored"
+            ) from None
+    print(layer.id)
+
+
+def apply_diff(store: LayerStore, arguments: Namespace) -> None:
+    """``apply-diff``: apply a blob to an existing layer."""
+    with open_blob(arguments.file, "apply-diff") as source:
+        try:
+            store.apply_diff(arguments.layer, source)
+        except InvalidLayerData as exc:
+            raise CommandError(
+                f"cannot apply {arguments.file!r} to layer {arguments.layer!r}: {exc}; "
+                "its files may be partly changed: delete the layer and import the blob again"
+            ) from None
+
+
+def diff(store: LayerStore, arguments: Namespace) -> None:
+    """``diff``: the layer's tarball, to stdout or (atomically) to ``-o FILE``."""
+    to_stdout = arguments.output in (None, "-")
+    if to_stdout and sys.stdout.isatty():
+        raise CommandError(
+            "refusing to write a tarball to a terminal: redirect stdout, or use -o FILE"
+        )
+    layer = store.get(arguments.layer)
+    try:
+        stream = store.diff(layer.id, arguments.from_layer, arguments.compression)
+    except NotSupported as exc:
+        raise CommandError(f"{exc} with --compression") from None
+    # Only an uncompressed diff against the parent has a length known before it is written.
+    exact = arguments.compression == "none" and not arguments.from_layer
+    total = layer.uncompressed_size if exact and layer.uncompressed_digest else None
+    with stream, Progress("diff", total) as progress:
+        try:
+            if to_stdout:
+                copy_stream(stream, sys.stdout.buffer, progress)
+                sys.stdout.buffer.flush()
+            else:
+                write_atomically(
+                    arguments.output, lambda target: copy_stream(stream, target, progress)
+                )
+        except InvalidLayerData as exc:
+            where = "what reached stdout is incomplete" if to_stdout else "no file was written"
+            raise CommandError(
+                f"cannot diff layer {layer.id[:12]}: {exc} ({where}); its files changed "
+                "since it was applied: delete the layer and import its blob again"
+            ) from None
+        except OSError as exc:
+            if to_stdout:
+                raise
+            raise CommandError(f"cannot write {os_error(exc, arguments.output)}") from None
+
+
+def changes(store: LayerStore, arguments: Namespace) -> None:
+    """``changes``: a table of the paths added, modified and deleted, or ``--json``."""
+    found = store.changes(arguments.layer, arguments.from_layer)
+    if arguments.json:
+        print_json([{"path": change.path, "kind": change.kind} for change in found])
+        return
+    print_table(["KIND", "PATH"], [[change.kind, cell(change.path)] for change in found])
+
+
+def diff_size(store: LayerStore, arguments: Namespace) -> None:
+    """``diff-size``: the estimated length of the diff, in bytes."""
+    print(store.diff_size(arguments.layer, arguments.from_layer))
+
+
+def mount(store: LayerStore, arguments: Namespace) -> None:
+    """``mount``: mount the layer with its parents; prints the mount point."""
+    print(store.mount(arguments.layer, options=tuple(arguments.option)))
+
+
+def unmount(store: LayerStore, arguments: Namespace) -> None:
+    """``unmount``: drop one use of the mount (all with ``--force``)."""
+    if store.unmount(arguments.target, force=arguments.force):
+        # Not an error: other users still hold the mount, as intended. Say so on stderr,
+        # keeping stdout empty as it is for a full unmount.
+        print(
+            f"{PROG}: {arguments.target} is still mounted for other users; --force unmounts it now",
+            file=sys.stderr,
+        )
+
+
+def mounted(store: LayerStore, arguments: Namespace) -> None:
+    """``mounted``: how many times the layer is mounted (0: not mounted)."""
+    print(store.mounted(arguments.layer))
+
+
+def delete_layer(store: LayerStore, arguments: Namespace) -> None:
+    """``delete-layer``: delete a layer that no other layer builds on."""
+    store.delete(arguments.layer)
+
+
+def add_names(store: LayerStore, arguments: Namespace) -> None:
+    """``add-names``: add names, moving them from any layer that has them."""
+    store.add_names(arguments.layer, arguments.names)
+
+
+def remove_names(store: LayerStore, arguments: Namespace) -> None:
+    """``remove-names``: remove names; names the layer does not have are ignored."""
+    store.remove_names(arguments.layer, arguments.names)
+
+
+def set_names(store: LayerStore, arguments: Namespace) -> None:
+    """``set-names``: replace the layer's names (none given: clear them)."""
+    store.set_names(arguments.layer, arguments.names)
+
+
+def metadata(store: LayerStore, arguments: Namespace) -> None:
+    """``metadata``: print the layer's metadata text, or replace it with ``--set``."""
+    if arguments.set is not None:
+        store.set_metadata(arguments.layer, arguments.set)
+        return
+    text = store.metadata(arguments.layer)
+    if text:
+        print(text, end="" if text.endswith("\n") else "\n")
+
+
+def big_data(store: LayerStore, arguments: Namespace) -> None:
+    """``big-data``: list the keys, write one item to stdout, or store one with ``--set``."""
+    if arguments.key is None:
+        if arguments.set is not None:
+            raise UsageError("--set needs a KEY to store the data under")
+        keys = store.big_data_names(arguments.layer)
+        if arguments.json:
+            print_json(keys)
+        else:
+            for key in keys:
+                print(cell(key))
+        return
+    if arguments.json:
+        raise UsageError("--json lists the keys: leave out KEY")
+    if arguments.set is not None:
+        store.set_big_data(arguments.layer, arguments.key, read_all(arguments.set))
+        return
+    try:
+        data = store.big_data(arguments.layer, arguments.key)
+    except BigDataUnknown as exc:
+        raise CommandError(f"{exc}: '{PROG} big-data {arguments.layer}' lists its keys") from None
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def flag_value(text: str) -> Any:
+    """A flag value from the command line: JSON when it parses as JSON, else the text.
+
+    ``true`` is a boolean, ``3`` a number and ``{"a": 1}`` an object; ``hello`` (not JSON)
+    stays a string, and ``'"3"'`` is the string ``3``. NaN and Infinity stay strings: Go's
+    encoder cannot write them, so they could not be stored.
+    """
+
+    def refuse(name: str) -> NoReturn:
+        raise ValueError(name)
+
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except ValueError:
+        return text
+
+
+def flags(store: LayerStore, arguments: Namespace) -> None:
+    """``flags``: print the layer's flags, or change them with ``--set K=V`` and ``--unset K``."""
+    if arguments.set or arguments.unset:
+        assignments = []
+        for assignment in arguments.set:
+            key, equals, value = assignment.partition("=")
+            if not equals or not key:
+                raise UsageError(f"--set wants KEY=VALUE, not {assignment!r}")
+            assignments.append((key, flag_value(value)))
+        for key, value in assignments:
+            store.set_flag(arguments.layer, key, value)
+        for key in arguments.unset:
+            store.clear_flag(arguments.layer, key)
+        return
+    found = layer_to_json(store.get(arguments.layer))["flags"]
+    if arguments.json:
+        print_json(found)
+        return
+    for key, value in found.items():
+        print(f"{cell(key)}={json.dumps(value)}")
+
+
+def status(store: LayerStore, arguments: Namespace) -> None:
+    """``status``: facts about the store and its driver, or a JSON object of them."""
+    facts = store.status()
+    if arguments.json:
+        print_json(dict(facts))
+        return
+    width = max(len(key) for key, _value in facts) + 1
+    for key, value in facts:
+        print(f"{key + ':':<{width}} {value}")
+
+
+def wipe(store: LayerStore, arguments: Namespace) -> None:
+    """``wipe``: delete every layer; refuses without ``--yes``."""
+    if not arguments.yes:
+        count = len(store.layers())
+        raise CommandError(
+            f"wipe deletes all {count} layer(s) of the {store.driver.name} store at "
+            f"{store.root!r}: add --yes to do it"
+        )
+    store.wipe()
