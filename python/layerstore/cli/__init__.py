@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import os
 import sys
 import traceback
@@ -24,7 +25,14 @@ from typing import Any, NoReturn
 from .. import __version__
 from ..drivers import DRIVER_NAMES
 from ..engines import ENGINE_NAMES
-from ..errors import DuplicateID, DuplicateName, LayerStoreError, LayerUnknown, StoreIsReadOnly
+from ..errors import (
+    DuplicateID,
+    DuplicateName,
+    LayerStoreError,
+    LayerUnknown,
+    MountError,
+    StoreIsReadOnly,
+)
 from ..layer import Layer
 from ..store import LayerStore
 from . import verbs
@@ -267,6 +275,8 @@ def describe(exc: BaseException, arguments: argparse.Namespace, store: LayerStor
         return f"{exc}: choose another --id, or leave it out for a random one"
     if isinstance(exc, StoreIsReadOnly):
         return f"{exc}: leave out --read-only to change it"
+    if isinstance(exc, MountError) and exc.errno in (errno.EPERM, errno.EACCES):
+        return f"cannot mount: {exc}: overlay mounts need root; --driver vfs works for anyone"
     if isinstance(exc, LayerStoreError | ValueError | TypeError):
         return str(exc)
     if isinstance(exc, OSError):

@@ -7,6 +7,7 @@ for the user when the generic wording of an error (see ``cli.describe``) would n
 from __future__ import annotations
 
 import json
+import os
 import sys
 from argparse import Namespace
 from typing import Any, NoReturn
@@ -115,9 +116,13 @@ def diff(store: LayerStore, arguments: Namespace) -> None:
     except NotSupported as exc:
         raise CommandError(f"{exc} with --compression") from None
     # Only an uncompressed diff against the parent has a length known before it is written.
-    exact = arguments.compression == "none" and not arguments.from_layer
-    total = layer.uncompressed_size if exact and layer.uncompressed_digest else None
-    with stream, Progress("diff", total) as progress:
+    compression = arguments.compression or layer.compression.name.lower()
+    exact = compression == "none" and not arguments.from_layer and layer.uncompressed_digest
+    # No bar when the tarball goes to stdout: it is piped on to another program (a terminal
+    # is refused above), whose own output the bar would garble.
+    total = layer.uncompressed_size if exact else None
+    progress = Progress("diff", total, enabled=False if to_stdout else None)
+    with stream, progress:
         try:
             if to_stdout:
                 copy_stream(stream, sys.stdout.buffer, progress)
@@ -133,7 +138,12 @@ def diff(store: LayerStore, arguments: Namespace) -> None:
                 "since it was applied: delete the layer and import its blob again"
             ) from None
         except OSError as exc:
-            if to_stdout:
+            # Blame the output only for errors about it (or its temporary file beside it).
+            beside = os.path.dirname(os.path.abspath(arguments.output or "."))
+            about_output = exc.filename is None or (
+                os.path.dirname(os.path.abspath(os.fsdecode(exc.filename))) == beside
+            )
+            if to_stdout or not about_output:
                 raise
             raise CommandError(f"cannot write {os_error(exc, arguments.output)}") from None
 
