@@ -470,9 +470,14 @@ def test_metadata_big_data_and_flags(cli: Cli, tmp_path: Path) -> None:
     cli.ok("big-data", "base", "manifest", "--set", "-", input=b'{"schemaVersion": 2}')
     cli.ok("big-data", "base", "blob", "--set", write(tmp_path / "blob", b"\0\1\2"))
     assert cli.ok("big-data", "base", "manifest").stdout == b'{"schemaVersion": 2}'
+    assert cli.ok("big-data", "base", "--set", "-", "late", input=b"k").stdout == b""
+    assert cli.ok("big-data", "base", "late").stdout == b"k"
+    assert_one_line_error(cli("big-data", "base", "--json", "late"), "--json", status=2)
+    assert_one_line_error(cli("big-data", "base", "a", "b"), "unrecognized", status=2)
+    cli.ok("big-data", "base", "--set", "-", "late", input=b"")
     assert cli.ok("big-data", "base", "blob").stdout == b"\0\1\2"
-    assert cli.ok("big-data", "base", "--json").json() == ["manifest", "blob"]
-    assert cli.ok("big-data", "base").out == "manifest\nblob\n"
+    assert cli.ok("big-data", "base", "--json").json() == ["manifest", "blob", "late"]
+    assert cli.ok("big-data", "base").out == "manifest\nblob\nlate\n"
     assert_one_line_error(cli("big-data", "base", "nope"), "'nope'", "lists its keys")
 
     cli.ok(

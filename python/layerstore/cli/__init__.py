@@ -317,8 +317,19 @@ def _open_store(arguments: argparse.Namespace) -> LayerStore:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``layerstore`` command on ``argv`` (default: ``sys.argv[1:]``); the exit status."""
+    parser = build_parser()
     try:
-        arguments = build_parser().parse_args(argv)
+        arguments, extra = parser.parse_known_args(argv)
+        # argparse fills an optional positional (big-data's KEY) together with the one before
+        # it, so in `big-data LAYER --json KEY` the KEY is left over: give it its place.
+        if (
+            len(extra) == 1
+            and not extra[0].startswith("-")
+            and vars(arguments).get("key", 0) is None
+        ):
+            arguments.key = extra.pop()
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # --help, --version and usage errors
         return exc.code if isinstance(exc.code, int) else 2
     if not arguments.debug:
