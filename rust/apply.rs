@@ -196,7 +196,7 @@ fn walk_and_extract(
         BufWriter::with_capacity(256 << 10, file),
         flate2::Compression::fast(),
     );
-    let mut walker = Walker::new(stream, Packer::new(gzip));
+    let mut walker = Walker::new(&mut *stream, Packer::new(gzip));
     let mut uids = BTreeSet::new();
     let mut gids = BTreeSet::new();
     while let Some(header) = walker.next_entry()? {
@@ -206,7 +206,11 @@ fn walk_and_extract(
         }
         extractor.extract(&header, &mut |sink| walker.read_content(sink))?;
     }
-    let packer = walker.finish()?;
+    let (mut packer, short_last) = walker.finish_trailing()?;
+    let zstd = matches!(stream.end, Some((Compression::Zstd, _, _)));
+    if !(zstd && short_last) {
+        packer.add_segment(&[])?;
+    }
     let buffered = packer.into_inner().finish().at(temporary)?;
     let file = buffered
         .into_inner()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
+import json
 import os
 import shutil
 import stat
@@ -78,7 +80,24 @@ def test_digests_and_tar_split_match_go(
     assert result.compressed_size == len(blob)
     assert result.uncompressed_digest == "sha256:" + hashlib.sha256(tar).hexdigest()
     assert result.uncompressed_size == len(tar)
-    assert lines == go_tar_split_lines(tar, work)
+    expected = go_tar_split_lines(tar, work)
+    if compression is Compression.ZSTD and trailing_after_end_blocks(expected):
+        # containers-storage's zstd reader returns the last bytes with the end of the stream,
+        # so no empty segment follows them (docs/apply.md, step 8); the CLI read a plain file.
+        expected = expected[:-1]
+    assert lines == expected
+
+
+def trailing_after_end_blocks(lines: list[bytes]) -> bool:
+    """Whether a tar-split list ends with a short segment of trailing bytes, then the empty one."""
+    if len(lines) < 3 or b'"payload":""' not in lines[-1]:
+        return False
+    before = json.loads(lines[-2])
+    return (
+        before["type"] == 2
+        and 0 < len(base64.b64decode(before["payload"])) < 1 << 20
+        and (json.loads(lines[-3])["type"] == 2)
+    )
 
 
 @PROPERTY_SETTINGS

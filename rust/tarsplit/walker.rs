@@ -333,8 +333,18 @@ impl<R: BufRead, W: Write> Walker<R, W> {
     }
 
     /// After [`Walker::next_entry`] gave `None`: record the end blocks and everything after them,
-    /// and return the packer.
-    pub fn finish(mut self) -> Result<Packer<W>> {
+    /// then the empty segment that ends the list, and return the packer.
+    pub fn finish(self) -> Result<Packer<W>> {
+        let (mut packer, _) = self.finish_trailing()?;
+        packer.add_segment(&[])?;
+        Ok(packer)
+    }
+
+    /// Like [`Walker::finish`] without the final empty segment; also says whether the last
+    /// trailing segment was a short, non-empty one. Go writes the empty segment when its last
+    /// read of the stream returned nothing, which depends on the decompressor: its zstd reader
+    /// returns the last bytes together with the end of the stream, so no empty segment follows.
+    pub fn finish_trailing(mut self) -> Result<(Packer<W>, bool)> {
         while self.next_entry()?.is_some() {}
         if !self.raw.is_empty() {
             self.packer.add_segment(&self.raw)?;
@@ -356,11 +366,11 @@ impl<R: BufRead, W: Write> Walker<R, W> {
                 chunk.clear();
             }
         }
-        if !chunk.is_empty() {
+        let short_last = !chunk.is_empty();
+        if short_last {
             self.packer.add_segment(&chunk)?;
         }
-        self.packer.add_segment(&[])?;
-        Ok(self.packer)
+        Ok((self.packer, short_last))
     }
 }
 

@@ -109,7 +109,8 @@ def apply_layer(
             decompressing_reader(_Prefixed(head, compressed), compression),
             trusted_uncompressed_digest is None,
         )
-        uids, gids = _walk(TarWalker(uncompressed), extractor, writer)
+        zstd = compression is Compression.ZSTD
+        uids, gids = _walk(TarWalker(uncompressed), extractor, writer, zstd)
         extractor.finish()
         writer.commit()
         writer = None
@@ -147,7 +148,7 @@ def _hex(reader: _CountingReader) -> str:
 
 
 def _walk(
-    walker: TarWalker, extractor: Extractor, writer: TarSplitWriter
+    walker: TarWalker, extractor: Extractor, writer: TarSplitWriter, zstd: bool
 ) -> tuple[set[int], set[int]]:
     uids: set[int] = set()
     gids: set[int] = set()
@@ -165,9 +166,14 @@ def _walk(
         writer.file(entry.name, entry.size, crc.digest() if crc else None, entry.offset)
     if walker.final_raw:
         writer.segment(walker.final_raw)
+    short_last = False
     for chunk in walker.trailing(_READ_SIZE):
         writer.segment(chunk)
-    writer.segment(b"")
+        short_last = len(chunk) < _READ_SIZE
+    # Go writes this empty segment when its last read returned nothing; its zstd reader hands
+    # the last bytes over together with the end of the stream, so none follows those.
+    if not (zstd and short_last):
+        writer.segment(b"")
     return uids, gids
 
 
