@@ -36,6 +36,9 @@ mod _native {
     use crate::diff::DiffStream;
     use crate::error::{Error, NotSupported};
     use crate::extract::WhiteoutFormat;
+    use crate::tarsplit::packer::{FILE_TYPE, SEGMENT_TYPE};
+    use crate::tarsplit::unpacker::Entry;
+    use crate::tarsplit::{Packer, Unpacker, Walker};
 
     /// What `apply_layer` returns: compressed digest and size, uncompressed digest and size,
     /// compression (0 none, 1 bzip2, 2 gzip, 3 xz, 4 zstd), uids, gids, size of the files.
@@ -284,6 +287,62 @@ mod _native {
     fn copy_tree(py: Python<'_>, source: PathBuf, destination: PathBuf) -> PyResult<()> {
         py.detach(|| crate::copy::copy_tree(&source, &destination))?;
         Ok(())
+    }
+
+    // The four functions below expose single stages of apply and diff, for the micro
+    // benchmarks (benches/bench_kernels.py) and the parity tests of the engines' pieces.
+
+    /// CRC-64/GO-ISO of `data`, as tar-split records it for each file.
+    #[pyfunction]
+    #[pyo3(signature = (data, /))]
+    fn crc64(py: Python<'_>, data: PyBackedBytes) -> u64 {
+        py.detach(|| crate::crc64::checksum(&data))
+    }
+
+    /// `"sha256:<hex>"` of `data`.
+    #[pyfunction]
+    #[pyo3(signature = (data, /))]
+    fn sha256_digest(py: Python<'_>, data: PyBackedBytes) -> String {
+        py.detach(|| {
+            let mut digester = crate::digest::Digester::new(None);
+            digester.update(&data);
+            digester.finish().0
+        })
+    }
+
+    /// The tar-split of the tar archive `tar`: its JSON lines, uncompressed, exactly as an apply
+    /// records them.
+    #[pyfunction]
+    #[pyo3(signature = (tar, /))]
+    fn tar_split_encode(py: Python<'_>, tar: PyBackedBytes) -> PyResult<Bound<'_, PyBytes>> {
+        let lines = py.detach(|| {
+            Walker::new(&tar[..], Packer::new(Vec::new()))
+                .finish()
+                .map(Packer::into_inner)
+        })?;
+        Ok(PyBytes::new(py, &lines))
+    }
+
+    /// One decoded tar-split entry: (type, name, size, payload); type 1 is a file (payload: its
+    /// CRC-64, or None), type 2 a segment (name empty, size 0, payload: its bytes).
+    type Decoded = (u8, Vec<u8>, i64, Option<Vec<u8>>);
+
+    /// The entries of tar-split JSON lines (uncompressed), in order.
+    #[pyfunction]
+    #[pyo3(signature = (tar_split, /))]
+    fn tar_split_decode(py: Python<'_>, tar_split: PyBackedBytes) -> PyResult<Vec<Decoded>> {
+        let entries = py.detach(|| {
+            let mut unpacker = Unpacker::new(&tar_split[..], "<bytes>");
+            let mut entries = Vec::new();
+            while let Some(entry) = unpacker.next_entry()? {
+                entries.push(match entry {
+                    Entry::Segment(payload) => (SEGMENT_TYPE, Vec::new(), 0, Some(payload)),
+                    Entry::File { name, size, crc } => (FILE_TYPE, name, size, crc),
+                });
+            }
+            Ok::<_, Error>(entries)
+        })?;
+        Ok(entries)
     }
 
     /// Start the diff of a layer against its parent from its tar-split (docs/diff.md): the

@@ -6,7 +6,18 @@ from typing import Protocol, Self, final
 
 from typing_extensions import Buffer
 
-__all__ = ["DiffReader", "apply_layer", "copy_tree", "mount_overlay", "open_diff", "unmount"]
+__all__ = [
+    "DiffReader",
+    "apply_layer",
+    "copy_tree",
+    "crc64",
+    "mount_overlay",
+    "open_diff",
+    "sha256_digest",
+    "tar_split_decode",
+    "tar_split_encode",
+    "unmount",
+]
 
 class _Readable(Protocol):
     def read(self, size: int, /) -> bytes: ...
@@ -37,6 +48,25 @@ def unmount(target: str, detach: bool) -> None:
 
 def copy_tree(source: str, destination: str) -> None:
     """Copy the directory tree ``source`` to ``destination``, which must not exist."""
+
+# Single stages of apply and diff, for the micro benchmarks and the engines' parity tests; the
+# pure engine's mirrors: pure.crc64.crc64, pure.digest.sha256_digest, pure.tarsplit.encode and
+# pure.tarsplit.decode.
+
+def crc64(data: bytes | bytearray, /) -> int:
+    """CRC-64/GO-ISO of ``data``, as tar-split records it for each file."""
+
+def sha256_digest(data: bytes | bytearray, /) -> str:
+    """``"sha256:<hex>"`` of ``data``."""
+
+def tar_split_encode(tar: bytes | bytearray, /) -> bytes:
+    """The tar-split of the tar archive ``tar``: its JSON lines, uncompressed, exactly as an
+    apply records them; a bad archive raises ``InvalidLayerData``."""
+
+def tar_split_decode(tar_split: bytes | bytearray, /) -> list[tuple[int, bytes, int, bytes | None]]:
+    """The entries of tar-split JSON lines (uncompressed), in order: ``(type, name, size,
+    payload)``. Type 1 is a file (payload: its CRC-64, or None); type 2 a segment (empty name,
+    size 0, payload: its bytes)."""
 
 def open_diff(tar_split_path: str, layer_dir: str, compression: int) -> DiffReader:
     """Start the diff of a layer against its parent from its tar-split (docs/diff.md).

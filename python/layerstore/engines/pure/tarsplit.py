@@ -6,6 +6,7 @@ import base64
 import binascii
 import gzip
 import hashlib
+import io
 import json
 import os
 import zlib
@@ -15,8 +16,18 @@ from dataclasses import dataclass
 from ... import gojson, gopath
 from ...atomic import fsync_directory
 from ...errors import InvalidLayerData
+from .crc64 import Crc64
+from .tarwalk import TarWalker
 
-__all__ = ["TarSplitEntry", "TarSplitWriter", "file_line", "read_entries", "segment_line"]
+__all__ = [
+    "TarSplitEntry",
+    "TarSplitWriter",
+    "decode",
+    "encode",
+    "file_line",
+    "read_entries",
+    "segment_line",
+]
 
 FILE_TYPE = 1
 SEGMENT_TYPE = 2
@@ -147,3 +158,50 @@ def _parse_line(line: bytes, path: str, number: int) -> TarSplitEntry:
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise InvalidLayerData(f"{path}: line {number} is not a tar-split entry: {exc}") from None
     return TarSplitEntry(kind, name, size, raw_payload, number)
+
+
+def encode(tar: bytes | bytearray | memoryview, /) -> bytes:
+    """The tar-split of the tar archive ``tar``: its JSON lines, uncompressed, exactly as an
+    apply records them (what ``layerstore._native.tar_split_encode`` returns)."""
+    walker = TarWalker(io.BytesIO(tar))
+    lines: list[bytes] = []
+    seen: set[bytes] = set()
+    for entry in walker.entries():
+        if entry.raw:
+            lines.append(segment_line(entry.raw, len(lines)))
+        cleaned = gopath.clean(entry.name)
+        if cleaned in seen:
+            shown = entry.name.decode("utf-8", "backslashreplace")
+            raise InvalidLayerData(
+                f"invalid tar archive at offset {entry.offset}: duplicate path {shown!r}"
+            )
+        seen.add(cleaned)
+        crc = Crc64() if entry.size > 0 else None
+        for chunk in walker.content(entry):
+            if crc is not None:
+                crc.update(chunk)
+        lines.append(file_line(entry.name, entry.size, crc.digest() if crc else None, len(lines)))
+    if walker.final_raw:
+        lines.append(segment_line(walker.final_raw, len(lines)))
+    for chunk in walker.trailing():
+        lines.append(segment_line(chunk, len(lines)))
+    lines.append(segment_line(b"", len(lines)))
+    return b"".join(lines)
+
+
+def decode(
+    tar_split: bytes | bytearray | memoryview, /
+) -> list[tuple[int, bytes, int, bytes | None]]:
+    """The entries of tar-split JSON lines (uncompressed), in order, as
+    ``layerstore._native.tar_split_decode`` gives them: (type, name, size, payload); a segment
+    (type 2) has an empty name, size 0 and its bytes as payload."""
+    entries: list[tuple[int, bytes, int, bytes | None]] = []
+    for number, line in enumerate(io.BytesIO(tar_split), start=1):
+        entry = _parse_line(line, "<bytes>", number)
+        if entry.type == SEGMENT_TYPE:
+            entries.append((SEGMENT_TYPE, b"", 0, entry.payload or b""))
+        else:
+            entries.append((FILE_TYPE, entry.name, entry.size, entry.payload))
+    if not entries:
+        raise InvalidLayerData("<bytes>: the tar-split file is empty")
+    return entries
