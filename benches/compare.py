@@ -1,202 +1,962 @@
 """layerstore (native and pure engines) side by side with the Go containers-storage CLI.
 
-    python benches/compare.py [--quick] [--rounds N] [--operations put,diff] [--layers ...]
+    python benches/compare.py [--quick] [--rounds N] [--operations put,diff,...] [--layers ...]
 
-Each implementation runs as its own process on the same data, in alternating order (A B C A B C
-...), on tmpfs; the table gives the median wall time, the spread (min-max), the throughput in MB
-of uncompressed tar per second, CPU time, peak memory (max RSS of the process) and the ratio
-against Go. Process times include start-up: about 0.12 s for Python, next to nothing for Go.
-The Go tool comes from Debian's ``containers-storage`` package; without it the other columns
-are still measured.
+Data sets are generated deterministically (``datasets.py``; the sha256 of each tar is printed
+with the results): 20,000 small files, six large files, and a rootfs-like layer with symlinks,
+hard links and whiteouts, each as gzip and zstd blobs. Operations: put (``import-layer``) on vfs
+and overlay, diff (uncompressed and gzip), delete, mount and unmount of a 100-layer overlay
+chain, and opening and listing a store of 10,000 layers. Beside them, the machine's own limits
+on the same data: ``cat``, ``sha256sum``, ``gzip -dc``, ``zstd -dc`` and ``tar -x``.
+
+Each implementation runs as its own process on the same data, in alternating order (A B C A B
+C ...), on tmpfs. For each operation the table gives the median wall time of the process and
+its spread (min-max), layerstore's own timing of the operation inside its process (without the
+~0.12 s of interpreter start-up and imports, which the Go CLI does not pay), the throughput in
+MB of uncompressed tar per second (or operations per second), CPU time (user + system), peak
+memory (max RSS of the process) and the ratio against Go. The results go to
+``docs/performance.md`` (between its ``compare.py`` markers; text outside them is kept) and a
+bar chart to ``docs/performance.png``.
+
+The Go tool comes from Debian's ``containers-storage`` package; without it the other columns are
+still measured. The chart needs matplotlib (``pip install '.[bench]'``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
+import re
+import resource
+import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from datasets import LAYERS, scratch_directory, uncompressed_size
+from datasets import LAYERS, LayerFiles, layer_files, scratch_directory, write_store_of_layers
 
+HERE = Path(__file__).resolve().parent
+REPOSITORY = HERE.parent
+CHILD = HERE / "compare_child.py"
 GO_CLI = shutil.which("containers-storage")
 IMPLEMENTATIONS = ("go", "native", "pure")
+OPERATIONS = ("limits", "put", "diff", "delete", "mount", "open")
+CHAIN_DEPTH = 100
+STORE_SIZE = 10_000
+LIMIT_TOOLS = ("cat", "sha256sum", "gzip -dc", "zstd -dc", "tar -x")
+BEGIN_MARKER = "<!-- compare.py: begin (generated; edit outside these markers) -->"
+END_MARKER = "<!-- compare.py: end -->"
 
 
-@dataclass
-class Measurement:
-    seconds: list[float] = field(default_factory=list)
-    cpu_seconds: list[float] = field(default_factory=list)
-    peak_kib: int = 0
+# -- measuring one process -----------------------------------------------------------------------
 
 
-def run_process(command: list[str], stdin: Path | None = None) -> tuple[float, float, int]:
-    """Wall seconds, CPU seconds and peak RSS (KiB) of one child process."""
-    with open(stdin or os.devnull, "rb") as source:
+@dataclass(frozen=True)
+class Outcome:
+    """What one child process cost, and what it printed."""
+
+    seconds: float
+    cpu_seconds: float
+    peak_kib: int | None
+    in_process: float | None
+    output: str
+
+
+def gnu_time() -> str | None:
+    """GNU time, if installed: the launcher that makes peak memory figures true.
+
+    A child's ``ru_maxrss`` never reads below the RSS of the process that spawned it (Linux
+    carries the spawner's high-water mark across ``exec``), so ``os.wait4`` here would report
+    at least this script's own 20-odd MB for every command. GNU time (about 1 MB) forks the
+    command and reports the command's own peak.
+    """
+    path = shutil.which("time")
+    if path is None:
+        return None
+    try:
+        result = subprocess.run(
+            [path, "-f", "%M", "-o", "/dev/stdout", "true"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return path if result.returncode == 0 and result.stdout.strip().isdigit() else None
+
+
+GNU_TIME = gnu_time()
+
+
+def run_process(command: list[str], stdin: Path | None = None, capture: bool = True) -> Outcome:
+    """Run ``command`` to its end: wall time around it, CPU time (user + system) from
+    ``os.wait4``, peak RSS from GNU time (see :func:`gnu_time`; none without it).
+
+    With ``capture``, standard output goes to a file on tmpfs and is read back afterwards (the
+    layerstore child prints its own timing last); otherwise to /dev/null (diff streams, tools).
+    """
+    with (
+        open(stdin or os.devnull, "rb") as source,
+        tempfile.TemporaryFile(dir=scratch_directory())
+        if capture
+        else open(os.devnull, "wb") as sink,
+        tempfile.NamedTemporaryFile("r", dir=scratch_directory()) as report,
+    ):
+        launched = command
+        if GNU_TIME is not None:
+            launched = [GNU_TIME, "-f", "%M", "-o", report.name, *command]
         started = time.perf_counter()
-        child = subprocess.Popen(command, stdin=source, stdout=subprocess.DEVNULL)
+        child = subprocess.Popen(launched, stdin=source, stdout=sink)
         _, status, usage = os.wait4(child.pid, 0)
         elapsed = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(command[:4])}... failed with status {status}")
-    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+        child.returncode = os.waitstatus_to_exitcode(status)  # reaped: Popen must not wait again
+        output = ""
+        if capture:
+            sink.seek(0)
+            output = sink.read().decode("utf-8", "replace")
+        lines = report.read().split()
+        peak = int(lines[-1]) if GNU_TIME is not None and lines and lines[-1].isdigit() else None
+    if child.returncode != 0:
+        raise RuntimeError(f"{shlex.join(command)} failed with status {child.returncode}")
+    in_process = None
+    lines = output.splitlines()
+    if lines and lines[-1].startswith("in-process "):
+        in_process = float(lines[-1].split()[1])
+        output = "\n".join(lines[:-1])
+    return Outcome(elapsed, usage.ru_utime + usage.ru_stime, peak, in_process, output)
 
 
 def go_command(root: Path, driver: str, *verb: str) -> list[str]:
     assert GO_CLI is not None
-    return [GO_CLI, "--graph", str(root), "--run", str(root / "run"),
-            "--storage-driver", driver, *verb]  # fmt: skip
+    return [
+        GO_CLI,
+        "--graph",
+        str(root),
+        "--run",
+        str(root / "run"),
+        "--storage-driver",
+        driver,
+        *verb,
+    ]
 
 
-def python_command(script: str, *arguments: str) -> list[str]:
-    return [sys.executable, "-c", script, *arguments]
+def child_command(operation: str, root: Path, driver: str, engine: str, *rest: str) -> list[str]:
+    return [sys.executable, str(CHILD), operation, str(root), driver, engine, *rest]
 
 
-PUT = (
-    "import sys; from layerstore import LayerStore; "
-    "LayerStore(sys.argv[1], driver=sys.argv[2], engine=sys.argv[3]).put(sys.argv[4])"
-)
-DIFF = (
-    "import sys; from layerstore import LayerStore\n"
-    "store = LayerStore(sys.argv[1], driver=sys.argv[2], engine=sys.argv[3])\n"
-    "buffer = bytearray(1 << 20)\n"
-    "with store.diff(sys.argv[4], compression=sys.argv[5]) as stream:\n"
-    "    while stream.readinto(buffer): pass\n"
-)
+def unmount_below(root: Path) -> None:
+    """Unmount whatever is mounted at or below ``root``, deepest first.
+
+    Layer mounts left by either tool, and the Go overlay driver's bind mount of its home onto
+    itself (it makes its home a private mount).
+    """
+    prefix = str(root)
+    points = []
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            point = re.sub(r"\\(\d{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+            if point == prefix or point.startswith(prefix + "/"):
+                points.append(point)
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
 @contextmanager
-def scratch_root() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="compare-", dir=scratch_directory()))
+def scratch_root(prefix: str = "compare-") -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir=scratch_directory()))
     try:
         yield root
     finally:
-        # The Go overlay driver bind-mounts its home onto itself.
-        subprocess.run(["umount", str(root / "overlay")], capture_output=True, check=False)
+        unmount_below(root)
         shutil.rmtree(root, ignore_errors=True)
 
 
-def measure_put(implementation: str, driver: str, blob: Path) -> tuple[float, float, int]:
-    with scratch_root() as root:
-        if implementation == "go":
-            return run_process(go_command(root, driver, "import-layer"), stdin=blob)
-        return run_process(python_command(PUT, str(root), driver, implementation, str(blob)))
+# -- results -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Measurement:
+    """Every round of one implementation on one operation."""
+
+    seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
+    in_process: list[float] = field(default_factory=list)
+    peak_kib: int | None = None
+
+    def add(self, outcome: Outcome) -> None:
+        self.seconds.append(outcome.seconds)
+        self.cpu_seconds.append(outcome.cpu_seconds)
+        if outcome.in_process is not None:
+            self.in_process.append(outcome.in_process)
+        if outcome.peak_kib is not None:
+            self.peak_kib = max(self.peak_kib or 0, outcome.peak_kib)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def in_process_median(self) -> float | None:
+        return statistics.median(self.in_process) if self.in_process else None
+
+
+@dataclass
+class Row:
+    """One operation on one data set, measured for each implementation (or tool)."""
+
+    section: str
+    operation: str
+    amount: float
+    """MB of uncompressed tar, or a count of the things the unit names."""
+    unit: str
+    """``MB/s``, or e.g. ``mounts/s``, ``layers/s``."""
+    results: dict[str, Measurement]
+
+    def throughput(self, seconds: float) -> float:
+        return self.amount / seconds
+
+    def versus_go(self, name: str, in_process: bool = False) -> float | None:
+        if "go" not in self.results or name == "go":
+            return None
+        ours = self.results[name].in_process_median if in_process else self.results[name].median
+        return self.results["go"].median / ours if ours else None
+
+
+def format_throughput(value: float, unit: str) -> str:
+    if unit == "MB/s":
+        return f"{value:,.0f} MB/s"
+    return f"{value:,.1f} {unit}" if value < 100 else f"{value:,.0f} {unit}"
+
+
+def format_peak(kib: int | None) -> str:
+    return "-" if kib is None else f"{kib / 1024:.0f}" if kib >= 10 * 1024 else f"{kib / 1024:.1f}"
+
+
+def format_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+TABLE_HEADER = (
+    "| operation | implementation | median s | spread s | in-process s | throughput | CPU s "
+    "| peak MB | vs Go | vs Go, in-process |\n"
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def table_lines(row: Row) -> list[str]:
+    lines = []
+    for name, measured in row.results.items():
+        in_process = measured.in_process_median
+        lines.append(
+            f"| {row.operation} | {name} | {measured.median:.3f} | "
+            f"{min(measured.seconds):.3f}-{max(measured.seconds):.3f} | "
+            f"{'-' if in_process is None else f'{in_process:.3f}'} | "
+            f"{format_throughput(row.throughput(measured.median), row.unit)} | "
+            f"{statistics.median(measured.cpu_seconds):.2f} | {format_peak(measured.peak_kib)} | "
+            f"{format_ratio(row.versus_go(name))} | "
+            f"{format_ratio(row.versus_go(name, in_process=True))} |"
+        )
+    return lines
+
+
+# -- the operations ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    names: list[str]
+    rounds: int
+    drivers: list[str]
+    compressions: list[str]
+    """Blob compressions put reads."""
+
+
+def alternate(
+    plan: Plan, names: list[str], measure: Callable[[str], Outcome], rounds: int | None = None
+) -> dict[str, Measurement]:
+    """``measure`` each of ``names`` in turn, A B C A B C, for the plan's rounds."""
+    results = {name: Measurement() for name in names}
+    for _ in range(rounds or plan.rounds):
+        for name in names:
+            results[name].add(measure(name))
+    return results
+
+
+def compare_limits(plan: Plan, data: LayerFiles) -> list[Row]:
+    """The machine's own speed on the same bytes: what no implementation can beat."""
+
+    def measure(tool: str) -> Outcome:
+        if tool == "tar -x":
+            with scratch_root("compare-tar-") as directory:
+                return run_process(["tar", "-x", "-f", str(data.tar), "-C", str(directory)])
+        command = {
+            "cat": ["cat", str(data.tar)],
+            "sha256sum": ["sha256sum", str(data.tar)],
+            "gzip -dc": ["gzip", "-dc", str(data.gzip)],
+            "zstd -dc": ["zstd", "-dc", str(data.zstd)],
+        }[tool]
+        return run_process(command, capture=False)
+
+    tools = [tool for tool in LIMIT_TOOLS if shutil.which(tool.split()[0])]
+    results = alternate(plan, tools, measure)
+    return [
+        Row("limits", f"{tool} {data.name}", data.size / 1e6, "MB/s", {tool: results[tool]})
+        for tool in tools
+    ]
+
+
+def compare_put(plan: Plan, data: LayerFiles, driver: str, compression: str) -> Row:
+    blob = data.blob(compression)
+
+    def measure(name: str) -> Outcome:
+        with scratch_root() as root:
+            if name == "go":
+                return run_process(go_command(root, driver, "import-layer"), stdin=blob)
+            return run_process(child_command("put", root, driver, name, str(blob)))
+
+    return Row(
+        "put",
+        f"put {data.name} {compression} ({driver})",
+        data.size / 1e6,
+        "MB/s",
+        alternate(plan, plan.names, measure),
+    )
 
 
 @contextmanager
-def imported(implementation: str, driver: str, blob: Path) -> Iterator[tuple[Path, str]]:
-    """A store holding ``blob`` as a layer made by ``implementation``; yields (root, id)."""
-    with scratch_root() as root:
-        if implementation == "go":
-            with open(blob, "rb") as source:
-                output = subprocess.run(go_command(root, driver, "import-layer"), stdin=source,
-                                        capture_output=True, check=True, text=True)  # fmt: skip
-            yield root, output.stdout.split()[0]
+def stored(maker: str, driver: str, data: LayerFiles) -> Iterator[tuple[Path, str]]:
+    """A store holding ``data`` as a layer ``maker`` (go or native) put; yields (root, id)."""
+    with scratch_root("compare-store-") as root:
+        if maker == "go":
+            outcome = run_process(go_command(root, driver, "import-layer"), stdin=data.gzip)
+            layer_id = outcome.output.split()[0]
         else:
-            script = (
-                "import sys; from layerstore import LayerStore; "
-                "print(LayerStore(sys.argv[1], driver=sys.argv[2]).put(sys.argv[3])[0].id)"
+            outcome = run_process(child_command("put", root, driver, maker, str(data.gzip)))
+            layer_id = outcome.output.strip()
+        yield root, layer_id
+
+
+def maker_of(name: str) -> str:
+    """Who made the stored layer an implementation reads: Go reads Go's, ours read ours."""
+    return "go" if name == "go" else "native"
+
+
+def compare_diff(
+    plan: Plan, data: LayerFiles, driver: str, stores: dict[str, tuple[Path, str]]
+) -> list[Row]:
+    rows = []
+    for compression in ("none", "gzip"):
+
+        def measure(name: str, compression: str = compression) -> Outcome:
+            root, layer_id = stores[maker_of(name)]
+            if name == "go":
+                flag = "-u" if compression == "none" else "-c"
+                return run_process(go_command(root, driver, "diff", flag, layer_id), capture=False)
+            return run_process(child_command("diff", root, driver, name, layer_id, compression))
+
+        rows.append(
+            Row(
+                "diff",
+                f"diff {data.name} {compression} ({driver})",
+                data.size / 1e6,
+                "MB/s",
+                alternate(plan, plan.names, measure),
             )
-            output = subprocess.run(python_command(script, str(root), driver, str(blob)),
-                                    capture_output=True, check=True, text=True)  # fmt: skip
-            yield root, output.stdout.strip()
-
-
-def measure_diff(
-    implementation: str, driver: str, root: Path, layer: str, compression: str
-) -> tuple[float, float, int]:
-    if implementation == "go":
-        verb = ["diff", "-u", layer] if compression == "none" else ["diff", layer]
-        return run_process(go_command(root, driver, *verb))
-    return run_process(python_command(DIFF, str(root), driver, implementation, layer, compression))
-
-
-def report(title: str, megabytes: float, results: dict[str, Measurement]) -> None:
-    go_median = statistics.median(results["go"].seconds) if "go" in results else None
-    for name, measured in results.items():
-        median = statistics.median(measured.seconds)
-        ratio = f"{go_median / median:.2f}x" if go_median else "-"
-        print(
-            f"| {title} | {name} | {median:.2f} | "
-            f"{min(measured.seconds):.2f}-{max(measured.seconds):.2f} | "
-            f"{megabytes / median:.0f} | {statistics.median(measured.cpu_seconds):.2f} | "
-            f"{measured.peak_kib / 1024:.0f} | {ratio} |",
-            flush=True,
         )
+    return rows
 
 
-def record(results: dict[str, Measurement], name: str, outcome: tuple[float, float, int]) -> None:
-    seconds, cpu, peak = outcome
-    results[name].seconds.append(seconds)
-    results[name].cpu_seconds.append(cpu)
-    results[name].peak_kib = max(results[name].peak_kib, peak)
+def compare_delete(
+    plan: Plan, data: LayerFiles, driver: str, stores: dict[str, tuple[Path, str]]
+) -> Row:
+    """Each round deletes the layer from a fresh copy (``cp -a``, not timed) of the store."""
+
+    def measure(name: str) -> Outcome:
+        template, layer_id = stores[maker_of(name)]
+        with scratch_root() as root:
+            subprocess.run(["cp", "-a", f"{template}/.", str(root)], check=True)
+            if name == "go":
+                return run_process(go_command(root, driver, "delete-layer", layer_id))
+            return run_process(child_command("delete", root, driver, name, layer_id))
+
+    return Row(
+        "delete",
+        f"delete {data.name} ({driver})",
+        data.size / 1e6,
+        "MB/s",
+        alternate(plan, plan.names, measure),
+    )
+
+
+@contextmanager
+def chain(maker: str, depth: int) -> Iterator[tuple[Path, str]]:
+    """An overlay store with a chain of ``depth`` one-file layers; yields (root, top id)."""
+    with scratch_root("compare-chain-") as root:
+        if maker == "go":
+            parent: list[str] = []
+            for number in range(depth):
+                with tempfile.NamedTemporaryFile(dir=scratch_directory()) as blob:
+                    blob.write(one_file_layer(number))
+                    blob.flush()
+                    outcome = run_process(
+                        go_command(root, "overlay", "import-layer", *parent), stdin=Path(blob.name)
+                    )
+                parent = [outcome.output.split()[0]]
+            yield root, parent[0]
+        else:
+            outcome = run_process(child_command("chain", root, "overlay", maker, str(depth)))
+            yield root, outcome.output.strip()
+
+
+def one_file_layer(number: int) -> bytes:
+    from compare_child import one_file_layer as make
+
+    return make(number)
+
+
+def compare_mount(plan: Plan, rounds: int) -> list[Row]:
+    """Mount then unmount the top of a deep overlay chain, each in a process of its own."""
+    mounts = {name: Measurement() for name in plan.names}
+    unmounts = {name: Measurement() for name in plan.names}
+    with ExitStack() as stack:
+        chains = {
+            maker: stack.enter_context(chain(maker, CHAIN_DEPTH))
+            for maker in {maker_of(name) for name in plan.names}
+        }
+        for _ in range(rounds):
+            for name in plan.names:
+                root, top = chains[maker_of(name)]
+                if name == "go":
+                    mounts[name].add(run_process(go_command(root, "overlay", "mount", top)))
+                    unmounts[name].add(run_process(go_command(root, "overlay", "unmount", top)))
+                else:
+                    mounts[name].add(
+                        run_process(child_command("mount", root, "overlay", name, top))
+                    )
+                    unmounts[name].add(
+                        run_process(child_command("unmount", root, "overlay", name, top))
+                    )
+    label = f"{CHAIN_DEPTH}-layer overlay chain"
+    return [
+        Row("mount", f"mount {label}", 1, "mounts/s", mounts),
+        Row("mount", f"unmount {label}", 1, "unmounts/s", unmounts),
+    ]
+
+
+def compare_open(plan: Plan, rounds: int) -> Row:
+    """Open a store of 10,000 layers and list them (Go: ``containers-storage layers``)."""
+    with scratch_root("compare-open-") as root:
+        write_store_of_layers(root, STORE_SIZE, "vfs")
+
+        def measure(name: str) -> Outcome:
+            if name == "go":
+                return run_process(go_command(root, "vfs", "layers"))
+            return run_process(child_command("layers", root, "vfs", name))
+
+        for name in plan.names:  # the first open of each creates its lock files and directories
+            measure(name)
+        results = alternate(plan, plan.names, measure, rounds)
+    return Row("open", f"open + list {STORE_SIZE:,} layers (vfs)", STORE_SIZE, "layers/s", results)
+
+
+# -- the report ----------------------------------------------------------------------------------
+
+
+def command_output(command: list[str]) -> str:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=30)
+    except OSError:
+        return "not found"
+    return (
+        (result.stdout or result.stderr).strip().splitlines()[0]
+        if result.returncode == 0
+        else "not found"
+    )
+
+
+def layerstore_version() -> str:
+    """The commit measured, and whether the working tree differed from it."""
+    commit = command_output(["git", "-C", str(REPOSITORY), "rev-parse", "--short", "HEAD"])
+    status = ["git", "-C", str(REPOSITORY), "status", "--porcelain", "--untracked-files=no"]
+    changes = subprocess.run(status, capture_output=True, text=True, check=False).stdout.strip()
+    return f"commit {commit}" + (" with uncommitted changes in the tree" if changes else "")
+
+
+def machine_description() -> list[tuple[str, str]]:
+    model = "unknown"
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    memory = "unknown"
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal"):
+                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    go_tool = "not installed (apt-get install containers-storage)"
+    if GO_CLI:
+        package = command_output(["dpkg-query", "-W", "-f", "${Version}", "containers-storage"])
+        built = command_output(["go", "version", GO_CLI]).split(": ")[-1]
+        go_tool = f"containers-storage {package} (built with {built})"
+    tools = ", ".join(
+        command_output([tool, "--version"]).replace("*** ", "").split(", by")[0]
+        for tool in ("gzip", "zstd", "tar", "sha256sum")
+    )
+    scratch = scratch_directory()
+    file_system = command_output(["stat", "-f", "-c", "%T", str(scratch)])
+    return [
+        ("CPU", f"{model}, {os.cpu_count()} logical CPUs"),
+        ("memory", memory),
+        ("kernel", f"Linux {platform.release()}"),
+        ("Python", platform.python_version()),
+        ("rustc", command_output(["rustc", "--version"])),
+        ("Go tool", go_tool),
+        ("tools", tools),
+        ("layerstore", layerstore_version()),
+        ("scratch space", f"{scratch} ({file_system})"),
+    ]
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds the whole machine spent busy, CPU seconds this script and its children used)."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+    busy = sum(fields[:8]) - fields[3] - fields[4]
+    ours = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        ours += usage.ru_utime + usage.ru_stime
+    return busy / os.sysconf("SC_CLK_TCK"), ours
+
+
+def foreign_cpu_seconds(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """CPU time other processes took while we measured: what may have slowed the figures."""
+    return max(0.0, (after[0] - before[0]) - (after[1] - before[1]))
+
+
+def start_up(names: list[str]) -> dict[str, float]:
+    """Median wall time of doing nothing: ``python -c 'import layerstore'`` for our children,
+    ``containers-storage layers`` on an empty store for Go."""
+    times: dict[str, list[float]] = {"python": [], "go": []}
+    with scratch_root() as root:
+        for _ in range(5):
+            command = [sys.executable, "-c", "import layerstore"]
+            times["python"].append(run_process(command).seconds)
+            if "go" in names:
+                times["go"].append(run_process(go_command(root, "vfs", "layers")).seconds)
+    return {name: statistics.median(values) for name, values in times.items() if values}
+
+
+@dataclass(frozen=True)
+class Target:
+    text: str
+    measured: str
+    met: bool
+
+
+def ratio_target(text: str, wanted: float, measured: list[tuple[str, float]]) -> Target:
+    """``measured``: (operation, ratio) pairs; the target holds if the lowest reaches ``wanted``."""
+    lowest = min(measured, key=lambda item: item[1])
+    highest = max(ratio for _, ratio in measured)
+    summary = f"{lowest[1]:.2f}x to {highest:.2f}x (lowest: {lowest[0]})"
+    return Target(text, summary, lowest[1] >= wanted)
+
+
+def targets(rows: list[Row]) -> list[Target]:
+    """The acceptance targets of issue 9, checked on process times (start-up included)."""
+    found = []
+    for section, data, wanted in [
+        ("put", "large-files", 2.5),
+        ("put", "small-files", 1.5),
+        ("diff", "large-files", 2.0),
+        ("diff", "small-files", 1.5),
+    ]:
+        measured = [
+            (row.operation, ratio)
+            for row in rows
+            if row.section == section
+            and row.operation.split()[1] == data
+            and (ratio := row.versus_go("native")) is not None
+        ]
+        if measured:
+            text = f"{section} {data}: native at least {wanted}x the Go CLI"
+            found.append(ratio_target(text, wanted, measured))
+    speedups = [
+        (row.operation, row.results["pure"].median / row.results["native"].median)
+        for row in rows
+        if row.section == "put" and {"native", "pure"} <= set(row.results)
+    ]
+    if speedups:
+        found.append(ratio_target("put: native at least 5x pure", 5, speedups))
+    for name in ("native", "pure"):
+        # (MB of tar, peak MB) of every put; flat means the biggest layer's puts need no more
+        # than 25 % above the smallest layer's.
+        peaks = sorted(
+            (row.amount, peak / 1024)
+            for row in rows
+            if row.section == "put"
+            and name in row.results
+            and (peak := row.results[name].peak_kib) is not None
+        )
+        smallest, biggest = peaks[0][0] if peaks else 0, peaks[-1][0] if peaks else 0
+        if biggest > smallest:
+            low = min(peak for amount, peak in peaks if amount == smallest)
+            high = max(peak for amount, peak in peaks if amount == biggest)
+            summary = (
+                f"{min(peak for _, peak in peaks):.0f}-{max(peak for _, peak in peaks):.0f} MB "
+                f"over layers of {smallest:.0f}-{biggest:.0f} MB of tar "
+                f"({low:.0f} MB at {smallest:.0f} MB, {high:.0f} MB at {biggest:.0f} MB)"
+            )
+            text = f"put ({name}): peak memory independent of layer size"
+            found.append(Target(text, summary, high <= 1.25 * low))
+    return found
+
+
+SECTIONS = {
+    "limits": "Machine limits on the same data (no store involved)",
+    "put": "put / import-layer: apply a blob into a new layer",
+    "diff": "diff: the layer's tar rebuilt from tar-split and its files",
+    "delete": "delete a layer",
+    "mount": f"mount and unmount the top of a {CHAIN_DEPTH}-layer overlay chain",
+    "open": f"open a store of {STORE_SIZE:,} layers and list them",
+}
+
+
+def markdown(
+    rows: list[Row],
+    arguments: argparse.Namespace,
+    plan: Plan,
+    datasets: list[LayerFiles],
+    start_up: dict[str, float],
+    duration: float,
+    foreign_cpu: float,
+    chart: Path | None,
+    notes: list[str],
+) -> str:
+    command = shlex.join(["python", "benches/compare.py", *arguments.argv])
+    kind = "a quick run (one round: indicative only)" if arguments.quick else "a full run"
+    lines = [
+        BEGIN_MARKER,
+        "",
+        f"Figures from {kind} of `{command}` on {time.strftime('%Y-%m-%d')}, "
+        f"which took {duration / 60:.1f} minutes; {plan.rounds} round(s) per operation "
+        "(mount, unmount and open: more, they are short).",
+        "",
+        "| machine | |",
+        "|---|---|",
+    ]
+    lines += [f"| {key} | {value} |" for key, value in machine_description()]
+    lines += [
+        f"| other work | {foreign_cpu:.0f} CPU seconds used by other processes during the run "
+        f"({100 * foreign_cpu / duration:.0f} % of one CPU) |",
+        "",
+        "Data sets (the tar of each is generated, byte for byte the same on every machine):",
+        "",
+        "| data set | tar MB | gzip MB | zstd MB | files | sha256 of the tar (DiffID) |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for data in datasets:
+        lines.append(
+            f"| {data.name} | {data.size / 1e6:.0f} | {data.gzip.stat().st_size / 1e6:.0f} | "
+            f"{data.zstd.stat().st_size / 1e6:.0f} | {entry_count(data)} | `{data.diff_id}` |"
+        )
+    go_start = (
+        f" ({start_up['go']:.3f} s for `containers-storage layers` on an empty store)"
+        if "go" in start_up
+        else ""
+    )
+    peak = (
+        "its largest resident set over the rounds, as GNU time reports it (`os.wait4` "
+        "would report at least the parent's own RSS: see `gnu_time()` in compare.py)"
+        if GNU_TIME
+        else "not measured: GNU time (`apt-get install time`) is missing"
+    )
+    lines += [
+        "",
+        "How to read the tables:",
+        "",
+        "- Every figure comes from a process of its own, implementations alternating (go, "
+        "native, pure, go, ...), on tmpfs.",
+        "- *median s* and *spread s* (min-max): wall time of the whole process.",
+        "- *in-process s*: layerstore's own timing of the operation inside that process, from "
+        "after `import layerstore` to the end (opening the store included), so without the "
+        f"interpreter's start-up ({start_up['python']:.3f} s for `python -c 'import "
+        "layerstore'` here). The Go CLI has no such split: its figure is always the whole "
+        f"process, start-up included{go_start}.",
+        "- *throughput*: MB of uncompressed tar per second of process time (for mount, "
+        "unmount and open: operations or layers per second).",
+        "- *CPU s*: user + system time of the process (above the wall time: several threads).",
+        f"- *peak MB*: {peak}.",
+        "- *vs Go*: Go's median process time over ours (above 1: layerstore is faster). *vs "
+        "Go, in-process*: Go's process time over our in-process time, which leaves Go's "
+        "start-up in and ours out; read it as what a long-running Python program sees.",
+        "",
+    ]
+    if chart is not None:
+        lines += [f"![throughput per operation and implementation]({chart.name})", ""]
+    found = targets(rows)
+    if found:
+        lines += [
+            "### Targets of issue 9 (on process times)",
+            "",
+            "| target | measured | met |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {t.text} | {t.measured} | {'yes' if t.met else '**no**'} |" for t in found]
+        lines.append("")
+    for section, title in SECTIONS.items():
+        section_rows = [row for row in rows if row.section == section]
+        if not section_rows:
+            continue
+        lines += [f"### {title}", "", TABLE_HEADER]
+        for row in section_rows:
+            lines += table_lines(row)
+        lines.append("")
+    lines += [f"- {note}" for note in notes]
+    if notes:
+        lines.append("")
+    lines.append(END_MARKER)
+    return "\n".join(lines) + "\n"
+
+
+def entry_count(data: LayerFiles) -> str:
+    memo = data.tar.with_suffix(".entries")
+    if not memo.exists():
+        listing = subprocess.run(
+            ["tar", "-t", "-f", str(data.tar)], capture_output=True, check=True
+        )
+        memo.write_text(str(listing.stdout.count(b"\n")))
+    return f"{int(memo.read_text()):,}"
+
+
+def write_document(path: Path, generated: str) -> None:
+    """Put ``generated`` between the markers of ``path``, keeping everything outside them."""
+    if path.exists():
+        text = path.read_text()
+        if BEGIN_MARKER in text and END_MARKER in text:
+            before = text[: text.index(BEGIN_MARKER)]
+            after = text[text.index(END_MARKER) + len(END_MARKER) :].lstrip("\n")
+            path.write_text(before + generated + ("\n" + after if after else ""))
+            return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Performance: layerstore beside containers/storage\n\n" + generated)
+
+
+COLORS = {"go": "#00add8", "native": "#dea584", "pure": "#3572a5"}
+LIMIT_COLOR = "#9a9a9a"
+CHART_PANELS = [  # (column, sections, title)
+    (0, ("put",), "put: MB of tar per second"),
+    (0, ("delete",), "delete: MB of tar per second"),
+    (1, ("diff",), "diff: MB of tar per second"),
+    (1, ("mount", "open"), "mount, unmount, open: per second"),
+    (1, ("limits",), "machine limits: MB of tar per second"),
+]
+
+
+def draw_chart(rows: list[Row], path: Path) -> bool:
+    """Bars of throughput per operation and implementation; False without matplotlib.
+
+    Bars are whole processes; a black tick on layerstore's bars marks its in-process figure.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
+    except ImportError:
+        print("matplotlib is missing (pip install '.[bench]'): no chart", file=sys.stderr)
+        return False
+    panels = [
+        (column, title, [row for row in rows if row.section in sections])
+        for column, sections, title in CHART_PANELS
+    ]
+    panels = [panel for panel in panels if panel[2]]
+    bars = [
+        [sum(len(row.results) for row in panel[2]) + 2 for panel in panels if panel[0] == c]
+        for c in (0, 1)
+    ]
+    inches = 0.15 * max(sum(column) for column in bars) + 1.2
+    figure = plt.figure(figsize=(15, max(4.0, inches)))
+    outer = figure.add_gridspec(1, 2, wspace=0.45, left=0.13, right=0.98, top=0.93, bottom=0.03)
+    columns = [
+        outer[0, c].subgridspec(len(heights), 1, height_ratios=heights, hspace=0.35)
+        if heights
+        else None
+        for c, heights in enumerate(bars)
+    ]
+    seen: list[int] = [0, 0]
+    for column, title, panel_rows in panels:
+        grid = columns[column]
+        assert grid is not None
+        axis = figure.add_subplot(grid[seen[column], 0])
+        seen[column] += 1
+        labels, positions, position = [], [], 0.0
+        highest = max(
+            row.throughput(min(measured.median, measured.in_process_median or measured.median))
+            for row in panel_rows
+            for measured in row.results.values()
+        )
+        for row in panel_rows:
+            names = list(row.results)
+            for offset, name in enumerate(names):
+                measured = row.results[name]
+                y = position + offset
+                value = row.throughput(measured.median)
+                axis.barh(y, value, height=0.85, color=COLORS.get(name, LIMIT_COLOR))
+                if measured.in_process_median:
+                    inside = row.throughput(measured.in_process_median)
+                    axis.plot([inside, inside], [y - 0.45, y + 0.45], color="black", linewidth=1)
+                text = f" {value:,.0f}" if value >= 10 else f" {value:.1f}"
+                axis.text(value, y, text, va="center", fontsize=6)
+                if row.section == "limits":
+                    labels.append(row.operation)
+                    positions.append(y)
+            if row.section != "limits":
+                labels.append(row.operation)
+                positions.append(position + (len(names) - 1) / 2)
+            position += len(names) + (0.6 if row.section != "limits" else 0)
+        axis.set_yticks(positions, labels, fontsize=6.5)
+        axis.set_ylim(position - 0.4, -0.6)
+        axis.set_xscale("log")
+        axis.set_xlim(1 if panel_rows[0].unit != "MB/s" else 10, highest * 2)
+        axis.set_title(title + " (log scale)", fontsize=8.5)
+        axis.tick_params(axis="x", labelsize=7)
+        axis.grid(axis="x", which="both", alpha=0.3)
+    legend = [Patch(color=color, label=name) for name, color in COLORS.items()]
+    legend.append(Patch(color=LIMIT_COLOR, label="system tool"))
+    figure.legend(handles=legend, loc="upper right", ncol=4, fontsize=8, frameon=False)
+    figure.suptitle(
+        "layerstore (native, pure) beside containers-storage (go): bars are whole processes, "
+        "black ticks layerstore's in-process time",
+        x=0.02,
+        ha="left",
+        fontsize=9,
+    )
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
+
+
+# -- main ----------------------------------------------------------------------------------------
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="one round, no pure engine")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--operations", default="put,diff")
-    parser.add_argument("--layers", default=",".join(sorted(LAYERS)))
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="one round of everything, three of the short operations (about 6 minutes on 2 cores)",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per operation (default 5)")
+    parser.add_argument("--operations", default=",".join(OPERATIONS))
+    parser.add_argument("--layers", default=",".join(LAYERS))
     parser.add_argument("--drivers", default="vfs,overlay" if os.geteuid() == 0 else "vfs")
+    parser.add_argument("--implementations", default=",".join(IMPLEMENTATIONS))
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=REPOSITORY / "docs" / "performance.md",
+        help="Markdown file to write the results into ('-': none)",
+    )
+    parser.add_argument("--chart", type=Path, default=REPOSITORY / "docs" / "performance.png")
     arguments = parser.parse_args()
-    rounds = 1 if arguments.quick else arguments.rounds
-    names = [name for name in IMPLEMENTATIONS if not (arguments.quick and name == "pure")]
-    if GO_CLI is None:
-        print("containers-storage not found (apt-get install containers-storage): "
-              "measuring layerstore only", file=sys.stderr)  # fmt: skip
+    arguments.argv = sys.argv[1:]
+    started = time.perf_counter()
+    cpu_before = cpu_seconds()
+    notes: list[str] = []
+    names = [name for name in arguments.implementations.split(",") if name in IMPLEMENTATIONS]
+    if GO_CLI is None and "go" in names:
+        message = (
+            "the Go CLI (containers-storage) is not installed: `apt-get install "
+            "containers-storage` (Debian, Ubuntu) to compare with it; measuring "
+            "layerstore alone"
+        )
+        print(message, file=sys.stderr)
+        notes.append(message)
         names.remove("go")
-
-    print("| operation | implementation | median s | spread s | MB/s | CPU s | peak MB | vs go |")
-    print("|---|---|---|---|---|---|---|---|")
+    drivers = arguments.drivers.split(",")
     operations = arguments.operations.split(",")
-    for layer in arguments.layers.split(","):
-        blob = LAYERS[layer]()
-        megabytes = uncompressed_size(blob) / 1e6
-        for driver in arguments.drivers.split(","):
+    if os.geteuid() != 0:
+        if "overlay" in drivers or "mount" in operations:
+            notes.append("not root: no overlay driver and no mounts")
+        drivers = [driver for driver in drivers if driver != "overlay"]
+        operations = [operation for operation in operations if operation != "mount"]
+    rounds = 1 if arguments.quick else arguments.rounds
+    plan = Plan(names, rounds, drivers, ["gzip", "zstd"])
+    # Short operations are noisier and cheap: more rounds.
+    short_rounds = 3 if arguments.quick else 3 * rounds
+
+    datasets = [layer_files(name) for name in arguments.layers.split(",")]
+    start_ups = start_up(names)
+    rows: list[Row] = []
+
+    def emit(new_rows: list[Row]) -> None:
+        for row in new_rows:
+            print("\n".join(table_lines(row)), flush=True)
+        rows.extend(new_rows)
+
+    print(TABLE_HEADER, flush=True)
+    for data in datasets:
+        if "limits" in operations:
+            emit(compare_limits(plan, data))
+        for driver in drivers:
             if "put" in operations:
-                results = compare_put(names, driver, blob, rounds)
-                report(f"put {layer} ({driver})", megabytes, results)
-            if "diff" in operations:
-                for compression in ("none", "gzip"):
-                    results = compare_diff(names, driver, blob, compression, rounds)
-                    report(f"diff {layer} {compression} ({driver})", megabytes, results)
+                emit(
+                    [
+                        compare_put(plan, data, driver, compression)
+                        for compression in plan.compressions
+                    ]
+                )
+            if "diff" in operations or "delete" in operations:
+                with ExitStack() as stack:
+                    stores = {
+                        maker: stack.enter_context(stored(maker, driver, data))
+                        for maker in {maker_of(name) for name in names}
+                    }
+                    if "diff" in operations:
+                        emit(compare_diff(plan, data, driver, stores))
+                    if "delete" in operations:
+                        emit([compare_delete(plan, data, driver, stores)])
+    if "mount" in operations:
+        emit(compare_mount(plan, short_rounds))
+    if "open" in operations:
+        emit([compare_open(plan, short_rounds)])
+
+    duration = time.perf_counter() - started
+    print(f"\n{len(rows)} operations measured in {duration / 60:.1f} minutes", flush=True)
+    chart = None
+    if str(arguments.chart) != "-" and draw_chart(rows, arguments.chart):
+        chart = arguments.chart
+        print(f"chart: {chart}")
+    if str(arguments.output) != "-":
+        document = markdown(
+            rows,
+            arguments,
+            plan,
+            datasets,
+            start_ups,
+            duration,
+            foreign_cpu_seconds(cpu_before, cpu_seconds()),
+            chart,
+            notes,
+        )
+        write_document(arguments.output, document)
+        print(f"table: {arguments.output}")
     return 0
-
-
-def compare_put(names: list[str], driver: str, blob: Path, rounds: int) -> dict[str, Measurement]:
-    results = {name: Measurement() for name in names}
-    for _ in range(rounds):
-        for name in names:
-            record(results, name, measure_put(name, driver, blob))
-    return results
-
-
-def compare_diff(
-    names: list[str], driver: str, blob: Path, compression: str, rounds: int
-) -> dict[str, Measurement]:
-    """Each implementation diffs a layer its own kind of store holds (Go's made by Go)."""
-    results = {name: Measurement() for name in names}
-    with ExitStack() as stack:
-        stores = {
-            name: stack.enter_context(imported("go" if name == "go" else "native", driver, blob))
-            for name in names
-        }
-        for _ in range(rounds):
-            for name in names:
-                root, layer_id = stores[name]
-                record(results, name, measure_diff(name, driver, root, layer_id, compression))
-    return results
 
 
 if __name__ == "__main__":

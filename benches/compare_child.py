@@ -1,0 +1,75 @@
+"""One layerstore operation in a process of its own, for ``compare.py`` to measure.
+
+    python benches/compare_child.py OPERATION ROOT DRIVER ENGINE [ARGUMENT ...]
+
+The process does what the Go CLI's process does for the same operation (open the store, do the
+one thing, print what the CLI prints) and then, on its last line of output, how long that took
+inside the process: ``in-process <seconds>``, timed from after ``import layerstore`` (so without
+the interpreter's start-up) to the end of the operation, opening the store included.
+
+Operations: ``put BLOB [PARENT]`` (prints the new layer's id), ``diff LAYER none|gzip`` (reads the
+whole stream), ``delete LAYER``, ``mount LAYER`` (prints the mount point), ``unmount LAYER``,
+``layers`` (prints every layer's id and names, as ``containers-storage layers`` does) and
+``chain COUNT`` (setup only: a chain of COUNT one-file layers; prints the top layer's id).
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import tarfile
+import time
+
+from layerstore import LayerStore
+
+
+def one_file_layer(number: int) -> bytes:
+    """A small tar holding one file, different for each ``number``."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo(f"file{number}")
+        data = f"layer {number}\n".encode()
+        info.size, info.mtime = len(data), 1_700_000_000
+        archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def main(arguments: list[str]) -> None:
+    operation, root, driver, engine, *rest = arguments
+    started = time.perf_counter()
+    store = LayerStore(root, driver=driver, engine=engine)
+    output: list[str] = []
+    if operation == "put":
+        parent = rest[1] if len(rest) > 1 else None
+        layer, _size = store.put(rest[0], parent=parent)
+        output.append(layer.id)
+    elif operation == "diff":
+        buffer = bytearray(1 << 20)
+        with store.diff(rest[0], compression=rest[1]) as stream:
+            while stream.readinto(buffer):
+                pass
+    elif operation == "delete":
+        store.delete(rest[0])
+    elif operation == "mount":
+        output.append(store.mount(rest[0]))
+    elif operation == "unmount":
+        store.unmount(rest[0])
+    elif operation == "layers":
+        for layer in store.layers():
+            output.append(layer.id)
+            output.extend(f"\tname: {name}" for name in layer.names)
+    elif operation == "chain":
+        parent = None
+        for number in range(int(rest[0])):
+            parent = store.put(one_file_layer(number), parent=parent)[0].id
+        output.append(str(parent))
+    else:
+        raise SystemExit(f"unknown operation {operation!r}")
+    if output:
+        sys.stdout.write("\n".join(output) + "\n")
+    store.close()
+    print(f"in-process {time.perf_counter() - started:.6f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
