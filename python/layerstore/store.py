@@ -18,9 +18,11 @@ Consistency rules (SPEC section 3):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -30,6 +32,7 @@ from . import gojson
 from .atomic import write_atomic
 from .bigdata import big_data_file_name
 from .changes import Change
+from .check import Problem, find_orphans
 from .drivers import Driver, choose_driver, open_driver, remove_tree
 from .engines import DiffSource, Engine, select_engine
 from .errors import (
@@ -37,6 +40,7 @@ from .errors import (
     DuplicateID,
     DuplicateLayerNames,
     DuplicateName,
+    InvalidLayerData,
     InvalidStoreData,
     LayerHasChildren,
     LayerNotMounted,
@@ -153,6 +157,15 @@ class _RepairNeededError(Exception):
     """Raised inside a reload under a shared lock when repairs need the exclusive lock."""
 
 
+FAULT_POINT_VARIABLE = "LAYERSTORE_FAULT_POINT"
+
+
+def _fault(point: str) -> None:
+    """Test hook: die here, as a crash would, when the environment names this point."""
+    if os.environ.get(FAULT_POINT_VARIABLE) == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _dedupe(names: Iterable[str]) -> tuple[str, ...]:
     # Go's dedupeNames: keep the first of each name, in order.
     return tuple(dict.fromkeys(check_name(name) for name in names))
@@ -226,7 +239,9 @@ class LayerStore:
             self._layers_lock = LockFile.open(os.path.join(self.layers_dir, "layers.lock"))
             self._mounts_lock = LockFile.open(os.path.join(self.mounts_dir, "mountpoints.lock"))
             with self._writing():
-                pass  # loading for writing removes incomplete layers and repairs names
+                # Loading for writing removed incomplete layers and repaired names; what
+                # a process that died left without any record goes too.
+                self._remove(find_orphans(self.layers_dir, self.driver, self._index_ids()))
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -560,6 +575,7 @@ class LayerStore:
                     self._write_mounts()
                     return current.path
                 path = self.driver.mount(layer_id, wanted)
+                _fault("mount:mounted")
                 # A count left by a mount the kernel dropped stays: its users still unmount.
                 count = (current.count if current is not None else 0) + 1
                 self._mounts[layer_id] = MountPoint(os.path.normpath(path), count)
@@ -803,6 +819,7 @@ class LayerStore:
             )
         self._index.add(layer)
         self._save(mounts=True)
+        _fault("create:record-saved")
         try:
             if source is None:
                 self.driver.create(layer_id, parent_id, writeable=request.writeable)
@@ -868,6 +885,7 @@ class LayerStore:
             uids=result.uids,
             gids=result.gids,
         )
+        _fault("put:applied")
         self._index.replace(applied)
         self._save()
         return result.size
@@ -907,7 +925,9 @@ class LayerStore:
                 replace(layer, flags=freeze({**layer.flags, INCOMPLETE_FLAG: True}))
             )
             self._save()
+        _fault("delete:marked")
         self._remove_layer_files(layer_id)
+        _fault("delete:files-removed")
         self._index.remove(layer_id)
         had_mount = self._mounts.pop(layer_id, None) is not None
         self._save(mounts=had_mount)
@@ -924,6 +944,167 @@ class LayerStore:
         with self._writing():
             for layer in reversed(list(self._index)):
                 self._delete_locked(layer.id)
+
+    # -- checking and repairing ------------------------------------------------------------------
+
+    def _index_ids(self) -> list[str]:
+        return [layer.id for layer in self._index]
+
+    def _remove(self, problems: Iterable[Problem]) -> None:
+        """Remove orphaned files (under the exclusive lock)."""
+        for problem in problems:
+            if problem.kind != "orphan" or not problem.path:
+                continue
+            if (
+                problem.layer
+                and self.driver.exists(problem.layer)
+                and (problem.path == self.driver.layer_dir(problem.layer))
+            ):
+                self.driver.remove(problem.layer)
+            else:
+                remove_tree(problem.path)
+
+    def check(self, contents: bool = False) -> list[Problem]:
+        """What is wrong with the store, without changing anything.
+
+        Finds layers whose driver data, parent, tar-split file or big data items are missing,
+        mount counts the kernel no longer backs, and orphaned files. With ``contents``, every
+        layer with tar-split is also rebuilt and its digest compared (reads all the data).
+        """
+        with self._reading():
+            problems = self._check_records(contents)
+            problems += find_orphans(self.layers_dir, self.driver, self._index_ids())
+            return problems
+
+    def _check_records(self, contents: bool) -> list[Problem]:
+        problems: list[Problem] = []
+        for layer in self._index:
+            if not self.driver.exists(layer.id):
+                problems.append(
+                    Problem(
+                        "missing-data",
+                        f"layer {layer.id} has no {self.driver.name} data",
+                        layer.id,
+                        self.driver.layer_dir(layer.id),
+                    )
+                )
+            if layer.parent and layer.parent not in self._index:
+                problems.append(
+                    Problem(
+                        "missing-parent",
+                        f"layer {layer.id}'s parent {layer.parent} is not in the store",
+                        layer.id,
+                    )
+                )
+            tar_split = os.path.join(self.layers_dir, layer.id + TAR_SPLIT_SUFFIX)
+            if layer.uncompressed_digest and not os.path.exists(tar_split):
+                problems.append(
+                    Problem(
+                        "missing-tar-split",
+                        f"layer {layer.id} has a digest but no "
+                        "tar-split file: its diff cannot be rebuilt exactly",
+                        layer.id,
+                        tar_split,
+                    )
+                )
+            elif contents and layer.uncompressed_digest and self.driver.exists(layer.id):
+                problem = self._check_contents(layer, tar_split)
+                if problem is not None:
+                    problems.append(problem)
+            for key in layer.big_data_names:
+                path = os.path.join(self.layers_dir, layer.id, big_data_file_name(key))
+                if not os.path.exists(path):
+                    problems.append(
+                        Problem(
+                            "missing-big-data",
+                            f"layer {layer.id} lists big data {key!r} but has no such file",
+                            layer.id,
+                            path,
+                        )
+                    )
+        for layer_id, mount in self._mounts.items():
+            if mount.count > 0 and self.driver.name == "overlay" and not is_mount_point(mount.path):
+                problems.append(
+                    Problem(
+                        "stale-mount",
+                        f"layer {layer_id} is counted as mounted "
+                        f"{mount.count} time(s) at {mount.path}, which is not mounted",
+                        layer_id,
+                        mount.path,
+                    )
+                )
+        return problems
+
+    def _check_contents(self, layer: Layer, tar_split: str) -> Problem | None:
+        digest = hashlib.sha256()
+        try:
+            with self.engine.open_diff(
+                tar_split, self.driver.layer_dir(layer.id), Compression.NONE
+            ) as stream:
+                while chunk := stream.read(1 << 20):
+                    digest.update(chunk)
+        except InvalidLayerData as exc:
+            return Problem("content-mismatch", f"layer {layer.id}: {exc}", layer.id, tar_split)
+        if "sha256:" + digest.hexdigest() != layer.uncompressed_digest:
+            return Problem(
+                "content-mismatch",
+                f"layer {layer.id} rebuilds to sha256:{digest.hexdigest()}, not "
+                f"{layer.uncompressed_digest}",
+                layer.id,
+                tar_split,
+            )
+        return None
+
+    def repair(self, contents: bool = False) -> list[Problem]:
+        """Fix what :meth:`check` finds, as far as it is safe; returns what was fixed.
+
+        Orphaned files are removed; layers whose data or parent is missing (or, with
+        ``contents``, whose files no longer rebuild their diff) are deleted with the layers
+        built on them; big data names without files are dropped; stale mount counts are
+        cleared. A missing tar-split file is reported but left: the layer still works.
+        """
+        with self._writing():
+            problems = self._check_records(contents)
+            problems += find_orphans(self.layers_dir, self.driver, self._index_ids())
+            fixed: list[Problem] = []
+            doomed = {
+                problem.layer
+                for problem in problems
+                if problem.kind in ("missing-data", "missing-parent", "content-mismatch")
+            }
+            for layer in self._index:  # file order: parents first, so children follow
+                if layer.parent in doomed:
+                    doomed.add(layer.id)
+            for layer in reversed(list(self._index)):
+                if layer.id in doomed:
+                    self._delete_locked(layer.id)
+            fixed += [problem for problem in problems if problem.layer in doomed]
+            for problem in problems:
+                if problem.kind == "missing-big-data" and problem.layer not in doomed:
+                    layer = self._index.get(problem.layer)
+                    present = tuple(
+                        key
+                        for key in layer.big_data_names
+                        if os.path.exists(
+                            os.path.join(self.layers_dir, layer.id, big_data_file_name(key))
+                        )
+                    )
+                    self._index.replace(replace(layer, big_data_names=present))
+                    self._save()
+                    fixed.append(problem)
+                elif problem.kind == "stale-mount" and problem.layer not in doomed:
+                    self._save_stale_mount_cleared(problem.layer)
+                    fixed.append(problem)
+            orphans = [problem for problem in problems if problem.kind == "orphan"]
+            self._remove(orphans)
+            return fixed + orphans
+
+    def _save_stale_mount_cleared(self, layer_id: str) -> None:
+        with self._mount_table():
+            mount = self._mounts.get(layer_id)
+            if mount is not None and not is_mount_point(mount.path):
+                del self._mounts[layer_id]
+                self._write_mounts()
 
     # -- names, metadata, flags, big data ------------------------------------------------------
 
@@ -997,6 +1178,7 @@ class LayerStore:
             directory = os.path.join(self.layers_dir, layer.id)
             os.makedirs(directory, mode=0o700, exist_ok=True)
             write_atomic(os.path.join(directory, file_name), payload)
+            _fault("set-big-data:written")
             if key not in layer.big_data_names:
                 self._index.replace(replace(layer, big_data_names=(*layer.big_data_names, key)))
                 self._save()

@@ -15,6 +15,7 @@ import stat
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from ..changes import Change, DirectoryView, TreeView, changes_size, compare_trees, tar_of_changes
 from ..engines import Engine
@@ -22,6 +23,9 @@ from ..idmaps import shift_ownership
 from ..layer import IDMap
 
 __all__ = ["DRIVER_NAMES", "Driver", "choose_driver", "open_driver", "remove_tree"]
+
+if TYPE_CHECKING:
+    from ..check import Problem
 
 DRIVER_NAMES = ("overlay", "vfs")
 
@@ -95,6 +99,10 @@ class Driver(ABC):
         # The engine copies into a fresh directory: replace the empty one create() made.
         remove_tree(target)
         self.engine.copy_tree(source, target)
+
+    def orphans(self) -> list[Problem]:
+        """Files of the driver's own that no layer accounts for (beyond layer directories)."""
+        return []
 
     def status(self) -> list[tuple[str, str]]:
         """Facts about the driver for people, as (key, value) pairs."""

@@ -18,6 +18,7 @@ import os
 import re
 import stat
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from ..changes import (
     OPAQUE_MARKER,
@@ -30,6 +31,9 @@ from ..changes import (
 )
 from ..errors import LayerStoreError
 from ..mountinfo import is_mount_point
+
+if TYPE_CHECKING:
+    from ..check import Problem
 from . import DEFAULT_LAYER_MODE, Driver, remove_tree
 
 __all__ = ["OverlayDriver"]
@@ -222,6 +226,22 @@ class OverlayDriver(Driver):
             return super().diff(layer_id, from_id, from_is_parent)
         items = (item for item, _ in self._upper_walk(layer_id, from_id) if item is not None)
         return tar_entries(items)
+
+    def orphans(self) -> list[Problem]:
+        from ..check import Problem
+
+        links = os.path.join(self.home, LINK_DIR)
+        try:
+            names = sorted(os.listdir(links))
+        except FileNotFoundError:
+            return []
+        return [
+            Problem(
+                "orphan", f"short link {name} points to no layer", "", os.path.join(links, name)
+            )
+            for name in names
+            if not os.path.exists(os.path.join(links, name))  # the symlink leads nowhere
+        ]
 
     def layer_ids(self) -> list[str]:
         try:
