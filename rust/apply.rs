@@ -81,6 +81,17 @@ impl Source {
     }
 }
 
+/// Crash tests name a point in `LAYERSTORE_FAULT_POINT` for the process to die at, as a power
+/// cut would (python/layerstore/faults.py has the same points on the Python side).
+fn fault(point: &str) {
+    if std::env::var_os("LAYERSTORE_FAULT_POINT").is_some_and(|wanted| wanted == point) {
+        // SAFETY: raising a signal has no memory-safety preconditions.
+        unsafe {
+            libc::raise(libc::SIGKILL);
+        }
+    }
+}
+
 /// Apply the layer blob `source` into `options.destination`.
 pub fn apply_layer(source: Source, options: &Options) -> Result<Applied> {
     let extractor = Extractor::new(&options.destination, options.whiteout_format)?;
@@ -170,6 +181,7 @@ fn run(
     let size = extractor.finish()?;
     file.sync_all().at(temporary)?;
     drop(file);
+    fault("apply:before-tar-split");
     fs::rename(temporary, &options.tar_split_path).at(&options.tar_split_path)?;
     let (uncompressed_digest, uncompressed_size) = uncompressed.finish();
     Ok(Applied {

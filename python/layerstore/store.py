@@ -22,7 +22,6 @@ import hashlib
 import io
 import json
 import os
-import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -49,6 +48,7 @@ from .errors import (
     NotSupported,
     StoreIsReadOnly,
 )
+from .faults import fault
 from .index import LayerIndex
 from .layer import (
     INCOMPLETE_FLAG,
@@ -155,15 +155,6 @@ class _CreateRequest:
 
 class _RepairNeededError(Exception):
     """Raised inside a reload under a shared lock when repairs need the exclusive lock."""
-
-
-FAULT_POINT_VARIABLE = "LAYERSTORE_FAULT_POINT"
-
-
-def _fault(point: str) -> None:
-    """Test hook: die here, as a crash would, when the environment names this point."""
-    if os.environ.get(FAULT_POINT_VARIABLE) == point:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _dedupe(names: Iterable[str]) -> tuple[str, ...]:
@@ -575,7 +566,7 @@ class LayerStore:
                     self._write_mounts()
                     return current.path
                 path = self.driver.mount(layer_id, wanted)
-                _fault("mount:mounted")
+                fault("mount:mounted")
                 # A count left by a mount the kernel dropped stays: its users still unmount.
                 count = (current.count if current is not None else 0) + 1
                 self._mounts[layer_id] = MountPoint(os.path.normpath(path), count)
@@ -819,7 +810,7 @@ class LayerStore:
             )
         self._index.add(layer)
         self._save(mounts=True)
-        _fault("create:record-saved")
+        fault("create:record-saved")
         try:
             if source is None:
                 self.driver.create(layer_id, parent_id, writeable=request.writeable)
@@ -885,7 +876,7 @@ class LayerStore:
             uids=result.uids,
             gids=result.gids,
         )
-        _fault("put:applied")
+        fault("put:applied")
         self._index.replace(applied)
         self._save()
         return result.size
@@ -925,9 +916,9 @@ class LayerStore:
                 replace(layer, flags=freeze({**layer.flags, INCOMPLETE_FLAG: True}))
             )
             self._save()
-        _fault("delete:marked")
+        fault("delete:marked")
         self._remove_layer_files(layer_id)
-        _fault("delete:files-removed")
+        fault("delete:files-removed")
         self._index.remove(layer_id)
         had_mount = self._mounts.pop(layer_id, None) is not None
         self._save(mounts=had_mount)
@@ -1178,7 +1169,7 @@ class LayerStore:
             directory = os.path.join(self.layers_dir, layer.id)
             os.makedirs(directory, mode=0o700, exist_ok=True)
             write_atomic(os.path.join(directory, file_name), payload)
-            _fault("set-big-data:written")
+            fault("set-big-data:written")
             if key not in layer.big_data_names:
                 self._index.replace(replace(layer, big_data_names=(*layer.big_data_names, key)))
                 self._save()

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from ... import gopath
+from ...faults import fault
 from ...layer import Compression
 from .. import ApplyResult, DiffSource
 from .compress import MAGIC_LENGTH, Readable, decompressing_reader, detect_compression
@@ -112,6 +113,7 @@ def apply_layer(
         zstd = compression is Compression.ZSTD
         uids, gids = _walk(TarWalker(uncompressed), extractor, writer, zstd)
         extractor.finish()
+        fault("apply:before-tar-split")
         writer.commit()
         writer = None
     finally:
