@@ -214,6 +214,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--unset", metavar="K", action="append", default=[], help="clear flag K")
 
     with_json(verb("status", verbs.status, "describe the store"))
+    for name, handler, summary in (
+        (
+            "check",
+            verbs.check,
+            "list what is wrong with the store, exit 1 if anything (opening it read-write "
+            "already removes orphans and half-made layers: add --read-only to see them)",
+        ),
+        ("repair", verbs.repair, "fix what check finds, as far as it is safe"),
+    ):
+        sub = with_json(verb(name, handler, summary))
+        sub.add_argument(
+            "--contents", action="store_true", help="also rebuild every layer's diff and check it"
+        )
+        if name == "repair":
+            sub.add_argument("--yes", action="store_true", help="really remove and delete")
     sub = verb("wipe", verbs.wipe, "delete every layer of the store")
     sub.add_argument("--yes", action="store_true", help="really delete them all")
     verb("demo", None, "import, mount and diff two layers in a temporary store, timing each step")

@@ -6,12 +6,14 @@ for the user when the generic wording of an error (see ``cli.describe``) would n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
 from argparse import Namespace
 from typing import Any, NoReturn
 
+from ..check import Problem
 from ..errors import BigDataUnknown, InvalidLayerData, NotSupported
 from ..store import LayerStore
 from .common import (
@@ -32,6 +34,7 @@ __all__ = [
     "apply_diff",
     "big_data",
     "changes",
+    "check",
     "create_layer",
     "delete_layer",
     "diff",
@@ -44,6 +47,7 @@ __all__ = [
     "mount",
     "mounted",
     "remove_names",
+    "repair",
     "set_names",
     "status",
     "unmount",
@@ -286,6 +290,40 @@ def status(store: LayerStore, arguments: Namespace) -> None:
     width = max(len(key) for key, _value in facts) + 1
     for key, value in facts:
         print(f"{key + ':':<{width}} {value}")
+
+
+def _print_problems(problems: list[Problem], as_json: bool, verb: str) -> None:
+    if as_json:
+        print_json([dataclasses.asdict(problem) for problem in problems])
+        return
+    for problem in problems:
+        print(f"{problem.kind}: {cell(problem.message)}")
+
+
+def check(store: LayerStore, arguments: Namespace) -> None:
+    """``check``: list what is wrong with the store; exit status 1 when anything is."""
+    problems = store.check(contents=arguments.contents)
+    _print_problems(problems, arguments.json, "check")
+    if problems:
+        raise CommandError(
+            f"{len(problems)} problem(s) in the store at {store.root!r}: "
+            f"'{PROG} repair --yes' fixes what can be fixed safely"
+        )
+    if not arguments.json:
+        print("no problems found")
+
+
+def repair(store: LayerStore, arguments: Namespace) -> None:
+    """``repair``: fix what ``check`` finds, as far as it is safe; refuses without ``--yes``."""
+    if not arguments.yes:
+        raise CommandError(
+            "repair removes orphaned files and deletes layers whose data is missing or "
+            "damaged (and the layers built on them): add --yes to do it"
+        )
+    fixed = store.repair(contents=arguments.contents)
+    _print_problems(fixed, arguments.json, "repair")
+    if not arguments.json:
+        print(f"fixed {len(fixed)} problem(s)")
 
 
 def wipe(store: LayerStore, arguments: Namespace) -> None:
