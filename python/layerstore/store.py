@@ -565,7 +565,10 @@ class LayerStore:
                     self._mounts[layer_id] = MountPoint(current.path, current.count + 1)
                     self._write_mounts()
                     return current.path
-                path = self.driver.mount(layer_id, wanted)
+                leaked = self.driver.mounted_at(layer_id) if current is None else None
+                # A mount the kernel has but no count records (its process died right after
+                # mounting) is adopted rather than stacked over.
+                path = leaked or self.driver.mount(layer_id, wanted)
                 fault("mount:mounted")
                 # A count left by a mount the kernel dropped stays: its users still unmount.
                 count = (current.count if current is not None else 0) + 1

@@ -75,6 +75,10 @@ class Driver(ABC):
     def unmount(self, layer_id: str) -> None:
         """Undo :meth:`mount`; a layer that is not mounted is not an error."""
 
+    def mounted_at(self, layer_id: str) -> str | None:
+        """Where the kernel has the layer mounted right now, if anywhere."""
+        return None
+
     def update_id_map(
         self,
         layer_id: str,

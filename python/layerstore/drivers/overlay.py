@@ -134,6 +134,10 @@ class OverlayDriver(Driver):
         os.makedirs(empty, mode=0o700, exist_ok=True)
         return empty
 
+    def mounted_at(self, layer_id: str) -> str | None:
+        merged = os.path.join(self._dir(layer_id), "merged")
+        return merged if is_mount_point(merged) else None
+
     def unmount(self, layer_id: str) -> None:
         merged = os.path.join(self._dir(layer_id), "merged")
         if is_mount_point(merged):

@@ -1,0 +1,48 @@
+"""What a store must look like after anything happened to it (a crash, a race, a full disk)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from layerstore import LayerStore
+from layerstore.check import find_orphans
+from layerstore.mountinfo import is_mount_point
+
+
+def read_journal(path: Path) -> dict[str, str]:
+    """Layers whose put returned and whose deletion never started: id -> uncompressed digest."""
+    alive: dict[str, str] = {}
+    if not path.exists():
+        return alive
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "put":
+            alive[parts[1]] = parts[2]
+        elif len(parts) == 2 and parts[0] == "deleting":
+            alive.pop(parts[1], None)
+    return alive
+
+
+def assert_consistent(store: LayerStore, journal: Path | None = None) -> None:
+    """The checks of the reliability issue, on a store just opened read-write."""
+    layers_json = Path(store.layers_dir, "layers.json")
+    records = json.loads(layers_json.read_bytes() or b"[]") if layers_json.exists() else []
+    assert isinstance(records, list)
+    assert not [record["id"] for record in records if record.get("flags", {}).get("incomplete")]
+    ids = {record["id"] for record in records}
+    assert set(store.driver.layer_ids()) == ids, "driver data and records disagree"
+    assert find_orphans(store.layers_dir, store.driver, ids) == []
+    for layer_id, digest in (read_journal(journal) if journal else {}).items():
+        assert layer_id in ids, f"layer {layer_id} was put but is gone"
+        with store.diff(layer_id, compression="none") as stream:
+            assert "sha256:" + hashlib.sha256(stream.read()).hexdigest() == digest
+    mounts_file = Path(store.mounts_dir, "mountpoints.json")
+    mounts = json.loads(mounts_file.read_bytes() or b"[]") if mounts_file.exists() else []
+    for mount in mounts:
+        assert mount["id"] in ids, f"a mount count for a layer that is gone: {mount}"
+        assert mount["count"] > 0
+        if store.driver.name == "overlay":
+            assert is_mount_point(mount["path"]), f"counted but not mounted: {mount}"
+    assert store.check(contents=True) == []
