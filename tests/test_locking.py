@@ -169,3 +169,36 @@ def test_a_forked_child_starts_with_a_fresh_lock(tmp_path: Path) -> None:
         time.sleep(0.4)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_removed_lock_file_is_followed(tmp_path: Path) -> None:
+    """Locking a deleted file would exclude nobody: the lock follows the file at its path."""
+    path = tmp_path / "layers.lock"
+    lock = LockFile.open(str(path))
+    with lock.exclusive():
+        pass
+    path.unlink()  # another tool removed it; the next process makes a new one and locks that
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import fcntl, os, time
+                fd = os.open({str(path)!r}, os.O_RDWR | os.O_CREAT, 0o644)
+                fcntl.lockf(fd, fcntl.LOCK_EX)
+                print("locked", flush=True)
+                time.sleep(0.5)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "locked"
+    started = time.monotonic()
+    with lock.shared():
+        waited = time.monotonic() - started
+    holder.wait()
+    assert waited > 0.2, "we locked the removed file and excluded nobody"

@@ -117,6 +117,23 @@ class LockFile:
 
     # -- locking -------------------------------------------------------------------------------
 
+    def _follow_replaced_file(self) -> None:
+        """Reopen the lock file if it was removed or replaced since it was opened.
+
+        Locking a deleted file would exclude nobody: the next process opens a new one.
+        """
+        if self._fd < 0:
+            return
+        try:
+            current = os.stat(self.path)
+        except FileNotFoundError:
+            current = None
+        opened = os.fstat(self._fd)
+        if current is None or (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
+            os.close(self._fd)
+            self._fd = -1
+            self._ensure_open()
+
     def _fcntl(self, kind: int) -> None:
         fd = self._ensure_open()
         while True:
@@ -136,6 +153,7 @@ class LockFile:
         try:
             with self._state:
                 if self._holders == 0:
+                    self._follow_replaced_file()
                     self._fcntl(fcntl.LOCK_SH)
                     self._exclusive = False
                 self._holders += 1
@@ -157,6 +175,7 @@ class LockFile:
         self._threads.acquire_write()
         try:
             with self._state:
+                self._follow_replaced_file()
                 self._fcntl(fcntl.LOCK_EX)
                 self._exclusive = True
                 self._holders = 1

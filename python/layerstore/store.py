@@ -218,9 +218,14 @@ class LayerStore:
                     f"no {driver_name} layer store at {self.root} to open read-only "
                     f"({self.layers_dir} does not exist)"
                 )
-            self._layers_lock = LockFile.open(
-                os.path.join(self.layers_dir, "layers.lock"), read_only=True
-            )
+            lock_path = os.path.join(self.layers_dir, "layers.lock")
+            try:
+                self._layers_lock = LockFile.open(lock_path, read_only=True)
+            except FileNotFoundError:
+                raise LayerStoreError(
+                    f"cannot open the store at {self.root} read-only: its lock file {lock_path} "
+                    "is missing (opening the store read-write once makes it)"
+                ) from None
             self._mounts_lock: LockFile | None = None
             with self._reading():
                 pass
@@ -973,7 +978,9 @@ class LayerStore:
     def _check_records(self, contents: bool) -> list[Problem]:
         problems: list[Problem] = []
         for layer in self._index:
-            if not self.driver.exists(layer.id):
+            if not (
+                self.driver.exists(layer.id) and os.path.isdir(self.driver.layer_dir(layer.id))
+            ):
                 problems.append(
                     Problem(
                         "missing-data",
@@ -1001,7 +1008,11 @@ class LayerStore:
                         tar_split,
                     )
                 )
-            elif contents and layer.uncompressed_digest and self.driver.exists(layer.id):
+            elif (
+                contents
+                and layer.uncompressed_digest
+                and os.path.isdir(self.driver.layer_dir(layer.id))
+            ):
                 problem = self._check_contents(layer, tar_split)
                 if problem is not None:
                     problems.append(problem)
