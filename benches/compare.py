@@ -280,6 +280,8 @@ class Plan:
     drivers: list[str]
     compressions: list[str]
     """Blob compressions put reads."""
+    short_rounds: int
+    """Rounds of the short operations (mount, unmount, open), which are noisier."""
 
 
 def alternate(
@@ -425,7 +427,7 @@ def one_file_layer(number: int) -> bytes:
     return make(number)
 
 
-def compare_mount(plan: Plan, rounds: int) -> list[Row]:
+def compare_mount(plan: Plan) -> list[Row]:
     """Mount then unmount the top of a deep overlay chain, each in a process of its own."""
     mounts = {name: Measurement() for name in plan.names}
     unmounts = {name: Measurement() for name in plan.names}
@@ -434,7 +436,7 @@ def compare_mount(plan: Plan, rounds: int) -> list[Row]:
             maker: stack.enter_context(chain(maker, CHAIN_DEPTH))
             for maker in {maker_of(name) for name in plan.names}
         }
-        for _ in range(rounds):
+        for _ in range(plan.short_rounds):
             for name in plan.names:
                 root, top = chains[maker_of(name)]
                 if name == "go":
@@ -454,7 +456,7 @@ def compare_mount(plan: Plan, rounds: int) -> list[Row]:
     ]
 
 
-def compare_open(plan: Plan, rounds: int) -> Row:
+def compare_open(plan: Plan) -> Row:
     """Open a store of 10,000 layers and list them (Go: ``containers-storage layers``)."""
     with scratch_root("compare-open-") as root:
         write_store_of_layers(root, STORE_SIZE, "vfs")
@@ -466,7 +468,7 @@ def compare_open(plan: Plan, rounds: int) -> Row:
 
         for name in plan.names:  # the first open of each creates its lock files and directories
             measure(name)
-        results = alternate(plan, plan.names, measure, rounds)
+        results = alternate(plan, plan.names, measure, plan.short_rounds)
     return Row("open", f"open + list {STORE_SIZE:,} layers (vfs)", STORE_SIZE, "layers/s", results)
 
 
@@ -652,8 +654,8 @@ def markdown(
         BEGIN_MARKER,
         "",
         f"Figures from {kind} of `{command}` on {time.strftime('%Y-%m-%d')}, "
-        f"which took {duration / 60:.1f} minutes; {plan.rounds} round(s) per operation "
-        "(mount, unmount and open: more, they are short).",
+        f"which took {duration / 60:.1f} minutes: {plan.rounds} round(s) of each operation, "
+        f"{plan.short_rounds} of mount, unmount and open (they are short).",
         "",
         "| machine | |",
         "|---|---|",
@@ -665,7 +667,7 @@ def markdown(
         "",
         "Data sets (the tar of each is generated, byte for byte the same on every machine):",
         "",
-        "| data set | tar MB | gzip MB | zstd MB | files | sha256 of the tar (DiffID) |",
+        "| data set | tar MB | gzip MB | zstd MB | entries | sha256 of the tar (DiffID) |",
         "|---|---:|---:|---:|---:|---|",
     ]
     for data in datasets:
@@ -896,9 +898,7 @@ def main() -> int:
         drivers = [driver for driver in drivers if driver != "overlay"]
         operations = [operation for operation in operations if operation != "mount"]
     rounds = 1 if arguments.quick else arguments.rounds
-    plan = Plan(names, rounds, drivers, ["gzip", "zstd"])
-    # Short operations are noisier and cheap: more rounds.
-    short_rounds = 3 if arguments.quick else 3 * rounds
+    plan = Plan(names, rounds, drivers, ["gzip", "zstd"], 3 if arguments.quick else 3 * rounds)
 
     datasets = [layer_files(name) for name in arguments.layers.split(",")]
     start_ups = start_up(names)
@@ -932,9 +932,9 @@ def main() -> int:
                     if "delete" in operations:
                         emit([compare_delete(plan, data, driver, stores)])
     if "mount" in operations:
-        emit(compare_mount(plan, short_rounds))
+        emit(compare_mount(plan))
     if "open" in operations:
-        emit([compare_open(plan, short_rounds)])
+        emit([compare_open(plan)])
 
     duration = time.perf_counter() - started
     print(f"\n{len(rows)} operations measured in {duration / 60:.1f} minutes", flush=True)
