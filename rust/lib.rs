@@ -38,7 +38,6 @@ mod _native {
     use crate::extract::WhiteoutFormat;
     use crate::tarsplit::packer::{FILE_TYPE, SEGMENT_TYPE};
     use crate::tarsplit::unpacker::Entry;
-    use crate::tarsplit::{Packer, Unpacker, Walker};
 
     /// What `apply_layer` returns: compressed digest and size, uncompressed digest and size,
     /// compression (0 none, 1 bzip2, 2 gzip, 3 xz, 4 zstd), uids, gids, size of the files.
@@ -315,11 +314,7 @@ mod _native {
     #[pyfunction]
     #[pyo3(signature = (tar, /))]
     fn tar_split_encode(py: Python<'_>, tar: PyBackedBytes) -> PyResult<Bound<'_, PyBytes>> {
-        let lines = py.detach(|| {
-            Walker::new(&tar[..], Packer::new(Vec::new()))
-                .finish()
-                .map(Packer::into_inner)
-        })?;
+        let lines = py.detach(|| crate::tarsplit::encode(&tar))?;
         Ok(PyBytes::new(py, &lines))
     }
 
@@ -331,18 +326,14 @@ mod _native {
     #[pyfunction]
     #[pyo3(signature = (tar_split, /))]
     fn tar_split_decode(py: Python<'_>, tar_split: PyBackedBytes) -> PyResult<Vec<Decoded>> {
-        let entries = py.detach(|| {
-            let mut unpacker = Unpacker::new(&tar_split[..], "<bytes>");
-            let mut entries = Vec::new();
-            while let Some(entry) = unpacker.next_entry()? {
-                entries.push(match entry {
-                    Entry::Segment(payload) => (SEGMENT_TYPE, Vec::new(), 0, Some(payload)),
-                    Entry::File { name, size, crc } => (FILE_TYPE, name, size, crc),
-                });
-            }
-            Ok::<_, Error>(entries)
-        })?;
-        Ok(entries)
+        let entries = py.detach(|| crate::tarsplit::decode(&tar_split))?;
+        Ok(entries
+            .into_iter()
+            .map(|entry| match entry {
+                Entry::Segment(payload) => (SEGMENT_TYPE, Vec::new(), 0, Some(payload)),
+                Entry::File { name, size, crc } => (FILE_TYPE, name, size, crc),
+            })
+            .collect())
     }
 
     /// Start the diff of a layer against its parent from its tar-split (docs/diff.md): the

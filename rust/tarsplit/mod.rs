@@ -16,3 +16,24 @@ pub use header::{Header, Time};
 pub use packer::Packer;
 pub use unpacker::Unpacker;
 pub use walker::Walker;
+
+use crate::error::Result;
+
+/// The tar-split of the tar archive `tar`: its JSON lines, uncompressed, exactly as an apply
+/// records them (what `layerstore._native.tar_split_encode` returns; also a fuzz target).
+pub fn encode(tar: &[u8]) -> Result<Vec<u8>> {
+    Walker::new(tar, Packer::new(Vec::new()))
+        .finish()
+        .map(Packer::into_inner)
+}
+
+/// The entries of uncompressed tar-split JSON lines, in order, checked as reassembly reads them
+/// (what `layerstore._native.tar_split_decode` returns; also a fuzz target).
+pub fn decode(lines: &[u8]) -> Result<Vec<unpacker::Entry>> {
+    let mut unpacker = Unpacker::new(lines, "<bytes>");
+    let mut entries = Vec::new();
+    while let Some(entry) = unpacker.next_entry()? {
+        entries.push(entry);
+    }
+    Ok(entries)
+}
