@@ -51,6 +51,16 @@ pub struct Extractor {
     /// vfs: paths this layer extracted so far (an opaque directory keeps them).
     extracted: PathSet,
     size: u64,
+    /// Without root: the mode of the layer's directory, made owner-writable while the blob is
+    /// applied (a new layer's is 0555, which only root may write into), to give back.
+    root_mode: Option<u32>,
+}
+
+impl Drop for Extractor {
+    fn drop(&mut self) {
+        // A failed apply gives the mode back too; its own error is what the caller sees.
+        let _ = self.give_back_root_mode();
+    }
 }
 
 /// A failed lookup of a parent directory: loops and non-directories are the archive's fault.
@@ -185,6 +195,62 @@ fn times(header: &Header) -> [libc::timespec; 2] {
 /// A mode from a header: permission and special bits only.
 fn permission_bits(mode: i64) -> u32 {
     u32::try_from(mode & 0o7777).unwrap_or(0)
+}
+
+/// What a failed `setxattr` of `name` means. What the file system or our privileges do not
+/// support is ignored (as Go does); a name or value that no file system takes is the archive's
+/// fault: an empty or overlong name (ERANGE), a value too large (E2BIG), a name outside every
+/// namespace on some file systems (EINVAL).
+fn xattr_failure(
+    error: io::Error,
+    privileged: bool,
+    header: &Header,
+    name: &[u8],
+    path: &Path,
+) -> Result<()> {
+    match error.raw_os_error() {
+        Some(libc::ENOTSUP) => Ok(()),
+        Some(libc::EPERM) if !privileged => Ok(()),
+        Some(libc::ERANGE | libc::E2BIG | libc::EINVAL) => Err(Error::InvalidLayerData(format!(
+            "invalid tar archive at offset {}: entry {} has an extended attribute {} that \
+             cannot be set: {}",
+            header.offset,
+            shown(&header.name),
+            shown(name),
+            crate::error::strerror(&error)
+        ))),
+        _ => Err(error).at(path),
+    }
+}
+
+/// Largest uid or gid an entry may have: `(uid_t)-1` means "unchanged" to `chown`.
+const MAX_ID: i64 = 0xFFFF_FFFE;
+/// Largest major or minor device number an entry may have.
+const MAX_DEVICE: i64 = 0xFFFF_FFFF;
+
+/// Refuse owners, devices and times the system calls cannot take (docs/apply.md section 5):
+/// uid and gid in 0..2^32-2, device numbers in 0..2^32-1, times in nanoseconds within `i64`.
+fn check_numbers(header: &Header) -> Result<()> {
+    let fits = |time: Time| {
+        let nanoseconds = i128::from(time.seconds) * 1_000_000_000 + i128::from(time.nanoseconds);
+        i64::try_from(nanoseconds).is_ok()
+    };
+    let problem = if !(0..=MAX_ID).contains(&header.uid) || !(0..=MAX_ID).contains(&header.gid) {
+        format!("owner {}:{}", header.uid, header.gid)
+    } else if !(0..=MAX_DEVICE).contains(&header.devmajor)
+        || !(0..=MAX_DEVICE).contains(&header.devminor)
+    {
+        format!("device {}:{}", header.devmajor, header.devminor)
+    } else if !fits(header.mtime) || !header.atime.is_none_or(fits) {
+        "time".to_string()
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidLayerData(format!(
+        "invalid tar archive at offset {}: entry {} has an out-of-range {problem}",
+        header.offset,
+        shown(&header.name)
+    )))
 }
 
 /// An id from a header as an unsigned 32-bit value (Go's `uint32(hdr.Uid)`).
@@ -329,7 +395,7 @@ fn chmod_nofollow(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()>
 impl Extractor {
     /// An extractor into the existing directory `destination`.
     pub fn new(destination: &Path, format: WhiteoutFormat) -> Result<Self> {
-        Ok(Self {
+        let mut extractor = Self {
             root: Root::open(destination)?,
             format,
             // SAFETY: geteuid cannot fail.
@@ -338,7 +404,30 @@ impl Extractor {
             dirs: Vec::new(),
             extracted: PathSet::new(),
             size: 0,
-        })
+            root_mode: None,
+        };
+        if !extractor.privileged {
+            let root = Arc::clone(extractor.root.fd());
+            let mode = nix::sys::stat::fstat(root.as_fd()).at(destination)?.st_mode & 0o7777;
+            if mode & 0o300 != 0o300 {
+                Target::Dir(root.as_fd())
+                    .chmod(mode | 0o300)
+                    .at(destination)?;
+                extractor.root_mode = Some(mode);
+            }
+        }
+        Ok(extractor)
+    }
+
+    /// Give the layer's directory back the mode it had before an unprivileged apply.
+    fn give_back_root_mode(&mut self) -> Result<()> {
+        if let Some(mode) = self.root_mode.take() {
+            let root = Arc::clone(self.root.fd());
+            Target::Dir(root.as_fd())
+                .chmod(mode)
+                .at(&self.path_of(b"."))?;
+        }
+        Ok(())
     }
 
     fn path_of(&self, relative: &[u8]) -> PathBuf {
@@ -362,6 +451,7 @@ impl Extractor {
         if header.typeflag == b'g' {
             return Ok(());
         }
+        check_numbers(header)?;
         let relative = confine(&header.name, "path")?;
         if relative == b"." {
             return self.root_entry(header);
@@ -512,12 +602,13 @@ impl Extractor {
             }
             let name_c = c_string(name).at(&self.path_of(relative))?;
             if let Err(error) = target.set_xattr(&name_c, value) {
-                let errno = error.raw_os_error();
-                let ignored = errno == Some(libc::ENOTSUP)
-                    || (!self.privileged && errno == Some(libc::EPERM));
-                if !ignored {
-                    return Err(error).at(&self.path_of(relative));
-                }
+                xattr_failure(
+                    error,
+                    self.privileged,
+                    header,
+                    name,
+                    &self.path_of(relative),
+                )?;
             }
         }
         Ok(())
@@ -551,8 +642,9 @@ impl Extractor {
             b'0' | b'7' | b'1' | b'2' | b'3' | b'4' | b'5' | b'6'
         ) {
             return Err(Error::InvalidLayerData(format!(
-                "unsupported entry type {:?} for {}",
-                char::from(typeflag),
+                "invalid tar archive at offset {}: unsupported entry type {} for {}",
+                header.offset,
+                shown(&[typeflag]),
                 shown(&header.name)
             )));
         }
@@ -691,6 +783,14 @@ impl Extractor {
             }
             Err(error) => return Err(error).at(&path),
         };
+        // link(2) refuses directories with EPERM; say what is wrong with the archive instead.
+        if file_type_at(dir.as_fd(), &name).at(&path)? == Some(libc::S_IFDIR) {
+            return Err(Error::InvalidLayerData(format!(
+                "hard link {} points to {}, which is a directory",
+                shown(&header.name),
+                shown(&header.linkname)
+            )));
+        }
         Ok((dir, name))
     }
 
@@ -758,10 +858,7 @@ impl Extractor {
                 libc::fsetxattr(raw, key_c.as_ptr(), value.as_ptr().cast(), value.len(), 0)
             };
             if let Err(error) = check(status) {
-                let errno = error.raw_os_error();
-                if errno != Some(libc::ENOTSUP) && (self.privileged || errno != Some(libc::EPERM)) {
-                    return Err(error).at(path);
-                }
+                xattr_failure(error, self.privileged, header, key, path)?;
             }
         }
         let times = times(header);
@@ -772,6 +869,8 @@ impl Extractor {
     /// Apply the directories' modes and times, in archive order; the bytes the layer added.
     pub fn finish(mut self) -> Result<u64> {
         self.invalidate();
+        // First: a root entry's own mode (vfs) comes after it.
+        self.give_back_root_mode()?;
         let dirs = std::mem::take(&mut self.dirs);
         for deferred in &dirs {
             let path = self.path_of(&deferred.path);
@@ -887,6 +986,44 @@ mod tests {
             fs::read_link(layer.join("up")).unwrap(),
             Path::new("../../../outside")
         );
+    }
+
+    #[test]
+    fn out_of_range_numbers_and_links_to_directories_are_bad_data() {
+        let (_scratch, layer) = scratch();
+        let mut extractor = Extractor::new(&layer, WhiteoutFormat::Vfs).unwrap();
+        let bad = |error: Error, fragment: &str| match error {
+            Error::InvalidLayerData(message) => assert!(message.contains(fragment), "{message}"),
+            other => panic!("not bad data: {other}"),
+        };
+        for header in [
+            Header {
+                uid: 1 << 40,
+                ..entry("a", b'0')
+            },
+            Header {
+                gid: -1,
+                ..entry("b", b'0')
+            },
+            Header {
+                devmajor: 1 << 32,
+                ..entry("c", b'6')
+            },
+            Header {
+                mtime: Time::from_seconds(i64::MAX / 1_000_000_000 + 1),
+                ..entry("d", b'0')
+            },
+        ] {
+            bad(
+                put(&mut extractor, &header, b"").unwrap_err(),
+                "out-of-range",
+            );
+        }
+        put(&mut extractor, &entry("dir", b'5'), b"").unwrap();
+        let error = put(&mut extractor, &link("hl", b'1', "dir"), b"").unwrap_err();
+        bad(error, "which is a directory");
+        let error = put(&mut extractor, &entry("v", b'V'), b"").unwrap_err();
+        bad(error, "unsupported entry type 'V'");
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub struct Header {
     pub devminor: i64,
     /// Extended attributes from `SCHILY.xattr.*` PAX records, by name.
     pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Offset of the entry's own header block in the decompressed stream (after its PAX and
+    /// GNU long-name blocks), for messages.
+    pub offset: u64,
 }
 
 /// Whether entries of this type have no content whatever their size says (Go's

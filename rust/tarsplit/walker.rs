@@ -110,7 +110,12 @@ impl<R: BufRead, W: Write> Walker<R, W> {
         if !self.raw.is_empty() {
             self.packer.add_segment(&self.raw)?;
         }
-        self.packer.claim_name(&header.name)?;
+        if self.packer.claim_name(&header.name).is_err() {
+            return Err(tar_error(
+                header.offset,
+                &format!("duplicate path {}", shown(&header.name)),
+            ));
+        }
         self.pending = Some(Pending {
             name: header.name.clone(),
             size: header.size,
@@ -171,6 +176,7 @@ impl<R: BufRead, W: Write> Walker<R, W> {
                         return Ok(Some(Header {
                             typeflag: b'g',
                             name: header.name,
+                            offset,
                             ..Header::default()
                         }));
                     }
@@ -217,6 +223,7 @@ impl<R: BufRead, W: Write> Walker<R, W> {
                     self.pad = padding(datasize);
                     self.remaining = datasize;
                     self.crc = Crc64::new();
+                    header.offset = offset;
                     return Ok(Some(header));
                 }
             }

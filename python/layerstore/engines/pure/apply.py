@@ -157,6 +157,7 @@ def _walk(
     for entry in walker.entries():
         if entry.raw:
             writer.segment(entry.raw)
+        writer.claim(entry.name, entry.offset)
         if not gopath.base(entry.name).startswith(b".wh."):
             uids.add(entry.uid & 0xFFFFFFFF)
             gids.add(entry.gid & 0xFFFFFFFF)
@@ -165,7 +166,7 @@ def _walk(
         extractor.extract(entry, content)
         for _ in content:  # whatever the extractor did not need still counts
             pass
-        writer.file(entry.name, entry.size, crc.digest() if crc else None, entry.offset)
+        writer.file(entry.name, entry.size, crc.digest() if crc else None)
     if walker.final_raw:
         writer.segment(walker.final_raw)
     short_last = False

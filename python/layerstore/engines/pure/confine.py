@@ -29,13 +29,14 @@ def shown(name: bytes) -> str:
     return repr(name.decode("utf-8", "backslashreplace"))
 
 
-def confine(name: bytes) -> Parts:
-    """The components of ``name`` inside the layer; refuses names that climb out of it."""
+def confine(name: bytes, what: str = "path") -> Parts:
+    """The components of ``name`` inside the layer; refuses names that climb out of it.
+    ``what`` names it in messages (``path``, ``hard link target``)."""
     cleaned = gopath.clean(name).lstrip(b"/")
     if cleaned == b".." or cleaned.startswith(b"../"):
-        raise InvalidLayerData(f"path {shown(name)} escapes the layer")
+        raise InvalidLayerData(f"{what} {shown(name)} escapes the layer")
     if len(cleaned) > MAX_PATH:
-        raise InvalidLayerData(f"path {shown(name[:100])}... is longer than {MAX_PATH} bytes")
+        raise InvalidLayerData(f"{what} {shown(name[:100])}... is longer than {MAX_PATH} bytes")
     if cleaned in (b"", b"."):
         return ()
     return tuple(cleaned.split(b"/"))
@@ -79,7 +80,7 @@ def open_directory(root_fd: int, parts: Parts, create: bool) -> int | None:
                 if not create:
                     return None
                 raise InvalidLayerData(
-                    f"{shown(b'/'.join(parts))}: {shown(part)} is not a directory"
+                    f"{shown(b'/'.join(parts))}: a component of the path is not a directory"
                 )
             links += 1
             if links > MAX_SYMLINKS:

@@ -38,6 +38,9 @@ TYPE_GLOBAL = ord("g")
 
 _MAX_ID = 0xFFFFFFFE  # uid_t; 0xFFFFFFFF means "unchanged" to chown
 _MAX_DEVICE = 0xFFFFFFFF
+# setxattr(2) for an empty or overlong name (ERANGE), a value too large (E2BIG), or a name
+# outside every namespace on some file systems (EINVAL).
+_BAD_XATTR_ERRNOS = frozenset({errno.ERANGE, errno.E2BIG, errno.EINVAL})
 _MIN_TIME, _MAX_TIME = -(1 << 63), (1 << 63) - 1  # nanoseconds in a signed 64-bit integer
 
 
@@ -56,10 +59,26 @@ class Extractor:
         self._extracted: set[bytes] = set()  # vfs: keyed hashes of paths this layer made
         self._hash_key = os.urandom(16)
         self.size = 0  # regular file sizes and symlink target lengths
+        # Without root, the layer's directory is made owner-writable while the blob is applied
+        # (a new layer's is 0555, which only root may write into); its mode is given back.
+        self._root_mode: int | None = None
+        if not self._privileged:
+            mode = stat.S_IMODE(os.fstat(self._root_fd).st_mode)
+            if mode & 0o300 != 0o300:
+                os.fchmod(self._root_fd, mode | 0o300)
+                self._root_mode = mode
 
     def close(self) -> None:
         self._forget_cache()
-        os.close(self._root_fd)
+        try:
+            self._give_back_root_mode()
+        finally:
+            os.close(self._root_fd)
+
+    def _give_back_root_mode(self) -> None:
+        if self._root_mode is not None:
+            mode, self._root_mode = self._root_mode, None
+            os.fchmod(self._root_fd, mode)
 
     # -- resolution ----------------------------------------------------------------------------
 
@@ -170,8 +189,8 @@ class Extractor:
             self._special_file(parent_fd, base, entry)
         else:
             raise InvalidLayerData(
-                f"invalid tar archive at offset {entry.offset}: entry {shown(entry.name)} has "
-                f"the unsupported type {chr(kind)!r}"
+                f"invalid tar archive at offset {entry.offset}: unsupported entry type "
+                f"{shown(bytes([kind]))} for {shown(entry.name)}"
             )
         if not self._overlay:
             self._extracted.add(self._key(parts))
@@ -217,7 +236,7 @@ class Extractor:
         self._deferred_dirs.append((parts, entry.mode & 0o7777, *self._times(entry)))
 
     def _hardlink(self, parent_fd: int, base: bytes, entry: TarEntry) -> None:
-        target = confine(entry.linkname)
+        target = confine(entry.linkname, "hard link target")
         target_fd = self._open_directory(target[:-1], create=False) if target else None
         if target_fd is None:
             raise InvalidLayerData(
@@ -225,6 +244,12 @@ class Extractor:
                 "which is not in the layer"
             )
         try:
+            target_info = os.stat(target[-1], dir_fd=target_fd, follow_symlinks=False)
+            if stat.S_ISDIR(target_info.st_mode):
+                raise InvalidLayerData(
+                    f"hard link {shown(entry.name)} points to {shown(entry.linkname)}, "
+                    "which is a directory"
+                )
             os.link(
                 target[-1], base, src_dir_fd=target_fd, dst_dir_fd=parent_fd,
                 follow_symlinks=False,
@@ -348,8 +373,7 @@ class Extractor:
             try:
                 os.setxattr(fd, key, value)
             except OSError as exc:
-                if exc.errno != errno.ENOTSUP:
-                    raise
+                self._xattr_failed(exc, entry, key)
 
     def _set_xattrs_path(self, parent_fd: int, base: bytes, entry: TarEntry) -> None:
         if not entry.xattrs:
@@ -362,11 +386,23 @@ class Extractor:
             try:
                 os.setxattr(path, key, value, follow_symlinks=False)
             except OSError as exc:
-                if exc.errno != errno.ENOTSUP:
-                    raise
+                self._xattr_failed(exc, entry, key)
+
+    def _xattr_failed(self, exc: OSError, entry: TarEntry, key: bytes) -> None:
+        """Ignore what the file system or our privileges do not support (as Go does); a name
+        or value no file system takes is the archive's fault."""
+        if exc.errno == errno.ENOTSUP or (exc.errno == errno.EPERM and not self._privileged):
+            return
+        if exc.errno in _BAD_XATTR_ERRNOS:
+            raise InvalidLayerData(
+                f"invalid tar archive at offset {entry.offset}: entry {shown(entry.name)} has "
+                f"an extended attribute {shown(key)} that cannot be set: {os.strerror(exc.errno)}"
+            ) from None
+        raise exc
 
     def finish(self) -> None:
         """Give directories their modes and times, in archive order, after all content."""
+        self._give_back_root_mode()  # first: a root entry's own mode (vfs) comes after it
         for parts, mode, atime, mtime in self._deferred_dirs:
             if not parts:
                 os.fchmod(self._root_fd, mode)

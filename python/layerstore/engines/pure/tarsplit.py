@@ -74,7 +74,8 @@ class TarSplitWriter:
         self._gzip.write(segment_line(payload, self._position))
         self._position += 1
 
-    def file(self, name: bytes, size: int, crc: bytes | None, offset: int) -> None:
+    def claim(self, name: bytes, offset: int) -> None:
+        """Refuse a name equal to an earlier one after ``path.Clean``, before it is extracted."""
         key = hashlib.blake2b(gopath.clean(name), digest_size=16, key=self._key).digest()
         if key in self._seen:
             shown = name.decode("utf-8", "backslashreplace")
@@ -82,6 +83,9 @@ class TarSplitWriter:
                 f"invalid tar archive at offset {offset}: duplicate path {shown!r}"
             )
         self._seen.add(key)
+
+    def file(self, name: bytes, size: int, crc: bytes | None) -> None:
+        """A file entry whose name was :meth:`claim`-ed."""
         self._gzip.write(file_line(name, size, crc, self._position))
         self._position += 1
 

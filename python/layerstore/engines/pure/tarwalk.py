@@ -273,6 +273,8 @@ class TarWalker:
                     self.final_raw = bytes(raw)
                     return None
                 raise self._error(offset, "a zero block followed by a non-zero block")
+            if not _checksum_matches(block):
+                raise self._error(offset, "invalid tar header checksum")
             try:
                 entry = self._parse_header(block, offset)
             except _HeaderError:
@@ -349,8 +351,6 @@ class TarWalker:
 
     @staticmethod
     def _parse_header(block: bytes, offset: int) -> TarEntry:
-        if not _checksum_matches(block):
-            raise _HeaderError
         magic, version = block[257:263], block[263:265]
         if magic == b"ustar\0" and block[508:512] == b"tar\0":
             layout = "star"
