@@ -137,11 +137,30 @@ def read_entries(path: str) -> Iterator[TarSplitEntry]:
         ) from None
 
 
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_strings(value: object) -> None:
+    """Refuse a lone surrogate anywhere (Python's json reads one; Go's and ours do not)."""
+    if isinstance(value, str):
+        value.encode("utf-8")  # UnicodeEncodeError, a ValueError, on a surrogate
+    elif isinstance(value, list):
+        for item in value:
+            _check_strings(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_strings(key)
+            _check_strings(item)
+
+
 def _parse_line(line: bytes, path: str, number: int) -> TarSplitEntry:
     try:
-        record = json.loads(line)
+        record = json.loads(line, parse_constant=_refuse_constant)
         if type(record) is not dict:
             raise ValueError("not a JSON object")
+        if b"\\u" in line:
+            _check_strings(record)
         kind = record["type"]
         if type(kind) is not int or kind not in (FILE_TYPE, SEGMENT_TYPE):
             raise ValueError(f"unknown entry type {kind!r}")
@@ -149,7 +168,9 @@ def _parse_line(line: bytes, path: str, number: int) -> TarSplitEntry:
         if payload is not None and type(payload) is not str:
             raise ValueError("the payload is not a string")
         raw_payload = None if payload is None else base64.b64decode(payload, validate=True)
-        raw_name, text_name = record.get("name_raw"), record.get("name", "")
+        raw_name, text_name = record.get("name_raw"), record.get("name")
+        if text_name is None:  # a null value counts as a missing key
+            text_name = ""
         if type(text_name) is not str or (raw_name is not None and type(raw_name) is not str):
             raise ValueError("the name is not a string")
         if raw_name:  # an empty name_raw falls back to name, as Go's GetName does
@@ -157,8 +178,12 @@ def _parse_line(line: bytes, path: str, number: int) -> TarSplitEntry:
         else:
             name = text_name.encode("utf-8", "surrogateescape")
         size = record.get("size", 0)
+        if size is None:
+            size = 0
         if type(size) is not int:
             raise ValueError(f"size {size!r} is not an integer")
+        if not -(1 << 63) <= size < 1 << 63:
+            raise ValueError(f"size {size} is out of range")  # Go reads it into an int64
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise InvalidLayerData(f"{path}: line {number} is not a tar-split entry: {exc}") from None
     return TarSplitEntry(kind, name, size, raw_payload, number)
