@@ -137,6 +137,16 @@ def read_entries(path: str) -> Iterator[TarSplitEntry]:
         ) from None
 
 
+def _b64decode(text: str) -> bytes:
+    """Padded standard base64 as Go reads it: Python's decoder also takes padding past a whole
+    group ("AAAA="), which Go refuses; like Go, the unused bits of the last digit may be set."""
+    data = text.rstrip("=")
+    padding = len(text) - len(data)
+    if len(text) % 4 or padding > 2 or (padding and len(data) % 4 < 2):
+        raise ValueError(f"illegal base64 data of length {len(text)}")
+    return base64.b64decode(text, validate=True)
+
+
 def _refuse_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
@@ -145,48 +155,67 @@ def _check_strings(value: object) -> None:
     """Refuse a lone surrogate anywhere (Python's json reads one; Go's and ours do not)."""
     if isinstance(value, str):
         value.encode("utf-8")  # UnicodeEncodeError, a ValueError, on a surrogate
-    elif isinstance(value, list):
+    elif isinstance(value, list | tuple):
         for item in value:
             _check_strings(item)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _check_strings(key)
-            _check_strings(item)
+
+
+class _Members(list[tuple[str, object]]):
+    """The members of a JSON object in order, a key given twice kept twice."""
+
+
+def _integer(value: object, key: str) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int:
+        raise ValueError(f"{key} {value!r} is not an integer")
+    if not -(1 << 63) <= value < 1 << 63:
+        raise ValueError(f"{key} {value} is out of range")  # Go reads it into an int64
+    return value
+
+
+def _string(value: object, key: str) -> str | None:
+    if value is not None and type(value) is not str:
+        raise ValueError(f"the {key} is not a string")
+    return value
 
 
 def _parse_line(line: bytes, path: str, number: int) -> TarSplitEntry:
+    """One line, read as Go reads it: every member of a known key must be valid, the last one
+    counts, a null value counts as a missing key, other keys are ignored."""
     try:
-        record = json.loads(line, parse_constant=_refuse_constant)
-        if type(record) is not dict:
+        record = json.loads(line, parse_constant=_refuse_constant, object_pairs_hook=_Members)
+        if type(record) is not _Members:
             raise ValueError("not a JSON object")
         if b"\\u" in line:
             _check_strings(record)
-        kind = record["type"]
-        if type(kind) is not int or kind not in (FILE_TYPE, SEGMENT_TYPE):
+        kind = size = None
+        text_name = raw_name = None
+        payload: bytes | None = None
+        for key, value in record:
+            if key == "type":
+                kind = _integer(value, "type")
+            elif key == "size":
+                size = _integer(value, "size")
+            elif key == "name":
+                text_name = _string(value, "name")
+            elif key == "name_raw":
+                raw = _string(value, "name")
+                raw_name = None if raw is None else _b64decode(raw)
+            elif key == "payload":
+                text = _string(value, "payload")
+                payload = None if text is None else _b64decode(text)
+        if kind is None:
+            raise ValueError("the entry has no type")
+        if kind not in (FILE_TYPE, SEGMENT_TYPE):
             raise ValueError(f"unknown entry type {kind!r}")
-        payload = record.get("payload")
-        if payload is not None and type(payload) is not str:
-            raise ValueError("the payload is not a string")
-        raw_payload = None if payload is None else base64.b64decode(payload, validate=True)
-        raw_name, text_name = record.get("name_raw"), record.get("name")
-        if text_name is None:  # a null value counts as a missing key
-            text_name = ""
-        if type(text_name) is not str or (raw_name is not None and type(raw_name) is not str):
-            raise ValueError("the name is not a string")
         if raw_name:  # an empty name_raw falls back to name, as Go's GetName does
-            name = base64.b64decode(raw_name, validate=True)
+            name = raw_name
         else:
-            name = text_name.encode("utf-8", "surrogateescape")
-        size = record.get("size", 0)
-        if size is None:
-            size = 0
-        if type(size) is not int:
-            raise ValueError(f"size {size!r} is not an integer")
-        if not -(1 << 63) <= size < 1 << 63:
-            raise ValueError(f"size {size} is out of range")  # Go reads it into an int64
+            name = (text_name or "").encode("utf-8", "surrogateescape")
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise InvalidLayerData(f"{path}: line {number} is not a tar-split entry: {exc}") from None
-    return TarSplitEntry(kind, name, size, raw_payload, number)
+    return TarSplitEntry(kind, name, size or 0, payload, number)
 
 
 def encode(tar: bytes | bytearray | memoryview, /) -> bytes:
