@@ -871,7 +871,7 @@ def main() -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="one round of everything, three of the short operations (about 6 minutes on 2 cores)",
+        help="one round of everything, three of the short operations (about 4 minutes on 2 cores)",
     )
     parser.add_argument("--rounds", type=int, default=5, help="rounds per operation (default 5)")
     parser.add_argument("--operations", default=",".join(OPERATIONS))
