@@ -12,7 +12,8 @@ on the same data: ``cat``, ``sha256sum``, ``gzip -dc``, ``zstd -dc`` and ``tar -
 Each implementation runs as its own process on the same data, in alternating order (A B C A B
 C ...), on tmpfs. For each operation the table gives the median wall time of the process and
 its spread (min-max), layerstore's own timing of the operation inside its process (without the
-~0.12 s of interpreter start-up and imports, which the Go CLI does not pay), the throughput in
+interpreter's start-up and imports, which the Go CLI does not pay; the document gives their
+time on the machine), the throughput in
 MB of uncompressed tar per second (or operations per second), CPU time (user + system), peak
 memory (max RSS of the process) and the ratio against Go. The results go to
 ``docs/performance.md`` (between its ``compare.py`` markers; text outside them is kept) and a
@@ -866,6 +867,21 @@ def draw_chart(rows: list[Row], path: Path) -> bool:
 # -- main ----------------------------------------------------------------------------------------
 
 
+def choices(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """An argparse type: a comma-separated list whose every item is one of ``allowed``."""
+
+    def parse(text: str) -> list[str]:
+        items = [item for item in text.split(",") if item]
+        unknown = [item for item in items if item not in allowed]
+        if unknown or not items:
+            raise argparse.ArgumentTypeError(
+                f"{','.join(unknown) or 'nothing'}: expected some of {','.join(allowed)}"
+            )
+        return items
+
+    return parse
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument(
@@ -874,23 +890,49 @@ def main() -> int:
         help="one round of everything, three of the short operations (about 4 minutes on 2 cores)",
     )
     parser.add_argument("--rounds", type=int, default=5, help="rounds per operation (default 5)")
-    parser.add_argument("--operations", default=",".join(OPERATIONS))
-    parser.add_argument("--layers", default=",".join(LAYERS))
-    parser.add_argument("--drivers", default="vfs,overlay" if os.geteuid() == 0 else "vfs")
-    parser.add_argument("--implementations", default=",".join(IMPLEMENTATIONS))
+    parser.add_argument(
+        "--operations",
+        type=choices(OPERATIONS),
+        default=list(OPERATIONS),
+        help=f"comma-separated, of {','.join(OPERATIONS)} (mount includes unmount; open "
+        "includes listing)",
+    )
+    parser.add_argument(
+        "--layers",
+        type=choices(tuple(LAYERS)),
+        default=list(LAYERS),
+        help=f"comma-separated data sets, of {','.join(LAYERS)}",
+    )
+    parser.add_argument(
+        "--drivers",
+        type=choices(("vfs", "overlay")),
+        default=["vfs", "overlay"] if os.geteuid() == 0 else ["vfs"],
+        help="comma-separated, of vfs,overlay (overlay needs root)",
+    )
+    parser.add_argument(
+        "--implementations",
+        type=choices(IMPLEMENTATIONS),
+        default=list(IMPLEMENTATIONS),
+        help=f"comma-separated, of {','.join(IMPLEMENTATIONS)}",
+    )
     parser.add_argument(
         "--output",
         type=Path,
         default=REPOSITORY / "docs" / "performance.md",
         help="Markdown file to write the results into ('-': none)",
     )
-    parser.add_argument("--chart", type=Path, default=REPOSITORY / "docs" / "performance.png")
+    parser.add_argument(
+        "--chart",
+        type=Path,
+        default=REPOSITORY / "docs" / "performance.png",
+        help="PNG file to draw the bar chart into ('-': none; needs matplotlib)",
+    )
     arguments = parser.parse_args()
     arguments.argv = sys.argv[1:]
     started = time.perf_counter()
     cpu_before = cpu_seconds()
     notes: list[str] = []
-    names = [name for name in arguments.implementations.split(",") if name in IMPLEMENTATIONS]
+    names = list(arguments.implementations)
     if GO_CLI is None and "go" in names:
         message = (
             "the Go CLI (containers-storage) is not installed: `apt-get install "
@@ -900,8 +942,8 @@ def main() -> int:
         print(message, file=sys.stderr)
         notes.append(message)
         names.remove("go")
-    drivers = arguments.drivers.split(",")
-    operations = arguments.operations.split(",")
+    drivers = list(arguments.drivers)
+    operations = list(arguments.operations)
     if os.geteuid() != 0:
         if "overlay" in drivers or "mount" in operations:
             notes.append("not root: no overlay driver and no mounts")
@@ -917,7 +959,7 @@ def main() -> int:
             "package's is, and not again at every start"
         )
     compile_layerstore()
-    datasets = [layer_files(name) for name in arguments.layers.split(",")]
+    datasets = [layer_files(name) for name in arguments.layers]
     start_ups = start_up(names)
     rows: list[Row] = []
 
