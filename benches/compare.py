@@ -496,7 +496,7 @@ def layerstore_version() -> str:
     return f"commit {commit}" + (" with uncommitted changes in the tree" if changes else "")
 
 
-def machine_description() -> list[tuple[str, str]]:
+def machine_description(version: str) -> list[tuple[str, str]]:
     model = "unknown"
     with open("/proc/cpuinfo") as cpuinfo:
         for line in cpuinfo:
@@ -527,7 +527,7 @@ def machine_description() -> list[tuple[str, str]]:
         ("rustc", command_output(["rustc", "--version"])),
         ("Go tool", go_tool),
         ("tools", tools),
-        ("layerstore", layerstore_version()),
+        ("layerstore", version),
         ("scratch space", f"{scratch} ({file_system})"),
     ]
 
@@ -671,7 +671,7 @@ def markdown(
         "| machine | |",
         "|---|---|",
     ]
-    lines += [f"| {key} | {value} |" for key, value in machine_description()]
+    lines += [f"| {key} | {value} |" for key, value in machine_description(arguments.version)]
     lines += [
         f"| other work | {foreign_cpu:.0f} CPU seconds used by other processes during the run "
         f"({100 * foreign_cpu / duration:.0f} % of one CPU) |",
@@ -929,6 +929,8 @@ def main() -> int:
     )
     arguments = parser.parse_args()
     arguments.argv = sys.argv[1:]
+    # Before anything is written: the chart and the document themselves are changes to the tree.
+    arguments.version = layerstore_version()
     started = time.perf_counter()
     cpu_before = cpu_seconds()
     notes: list[str] = []
