@@ -33,6 +33,32 @@ def other_process_can_lock(path: Path, exclusive: bool) -> bool:
     return subprocess.run([sys.executable, "-c", script], check=False).returncode == 0
 
 
+def hold_exclusively(path: Path, create: bool) -> subprocess.Popen[str]:
+    """A child process that takes a raw fcntl write lock on ``path`` (making the file with
+    ``create``), holds it for half a second and exits; returns once it holds the lock."""
+    flags = "os.O_RDWR | os.O_CREAT" if create else "os.O_RDWR"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import fcntl, os, time
+                fd = os.open({str(path)!r}, {flags}, 0o644)
+                fcntl.lockf(fd, fcntl.LOCK_EX)
+                print("locked", flush=True)
+                time.sleep(0.5)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
 def test_locks_exclude_other_processes_fcntl_locks(tmp_path: Path) -> None:
     lock = LockFile.open(str(tmp_path / "layers.lock"))
     with lock.shared():
@@ -46,25 +72,7 @@ def test_locks_exclude_other_processes_fcntl_locks(tmp_path: Path) -> None:
 def test_waits_for_a_writer_in_another_process(tmp_path: Path) -> None:
     path = tmp_path / "layers.lock"
     lock = LockFile.open(str(path))
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(
-                f"""
-                import fcntl, os, sys, time
-                fd = os.open({str(path)!r}, os.O_RDWR)
-                fcntl.lockf(fd, fcntl.LOCK_EX)
-                print("locked", flush=True)
-                time.sleep(0.5)
-                """
-            ),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout is not None
-    assert holder.stdout.readline().strip() == "locked"
+    holder = hold_exclusively(path, create=False)
     started = time.monotonic()
     with lock.shared():
         waited = time.monotonic() - started
@@ -178,25 +186,7 @@ def test_a_removed_lock_file_is_followed(tmp_path: Path) -> None:
     with lock.exclusive():
         pass
     path.unlink()  # another tool removed it; the next process makes a new one and locks that
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(
-                f"""
-                import fcntl, os, time
-                fd = os.open({str(path)!r}, os.O_RDWR | os.O_CREAT, 0o644)
-                fcntl.lockf(fd, fcntl.LOCK_EX)
-                print("locked", flush=True)
-                time.sleep(0.5)
-                """
-            ),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout is not None
-    assert holder.stdout.readline().strip() == "locked"
+    holder = hold_exclusively(path, create=True)
     started = time.monotonic()
     with lock.shared():
         waited = time.monotonic() - started
