@@ -272,7 +272,7 @@ pub(crate) mod tests {
     use crate::tarsplit::Packer;
 
     /// A USTAR header block with a valid checksum.
-    pub(crate) fn header(name: &[u8], typeflag: u8, size: usize, linkname: &[u8]) -> Vec<u8> {
+    pub(crate) fn header(name: &[u8], typeflag: u8, size: u64, linkname: &[u8]) -> Vec<u8> {
         let mut block = vec![0u8; 512];
         block[..name.len()].copy_from_slice(name);
         block[100..108].copy_from_slice(b"0000644\0");
@@ -291,7 +291,7 @@ pub(crate) mod tests {
 
     /// A regular file entry with its content and padding.
     pub(crate) fn file(name: &[u8], content: &[u8]) -> Vec<u8> {
-        let mut entry = header(name, b'0', content.len(), b"");
+        let mut entry = header(name, b'0', content.len() as u64, b"");
         entry.extend_from_slice(content);
         entry.resize(entry.len().div_ceil(512) * 512, 0);
         entry

@@ -403,26 +403,9 @@ fn padding(size: u64) -> usize {
 mod tests {
     use super::*;
     use crate::crc64;
+    // A USTAR header block with a valid checksum, as the assembler's tests build them.
+    use crate::tarsplit::assemble::tests::header as block;
     use base64::Engine as _;
-
-    /// A USTAR header block with a valid checksum.
-    fn block(name: &[u8], typeflag: u8, size: u64, linkname: &[u8]) -> Vec<u8> {
-        let mut block = vec![0u8; BLOCK];
-        block[..name.len()].copy_from_slice(name);
-        block[100..108].copy_from_slice(b"0000644\0");
-        block[108..116].copy_from_slice(b"0000000\0");
-        block[116..124].copy_from_slice(b"0000000\0");
-        block[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
-        block[136..148].copy_from_slice(b"14000000000\0");
-        block[156] = typeflag;
-        block[157..157 + linkname.len()].copy_from_slice(linkname);
-        block[257..263].copy_from_slice(b"ustar\0");
-        block[263..265].copy_from_slice(b"00");
-        block[148..156].copy_from_slice(b"        ");
-        let sum: u32 = block.iter().map(|&byte| u32::from(byte)).sum();
-        block[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-        block
-    }
 
     fn padded(data: &[u8]) -> Vec<u8> {
         let mut out = data.to_vec();
