@@ -33,7 +33,7 @@ from .bigdata import big_data_file_name
 from .changes import Change
 from .check import Problem, find_orphans
 from .drivers import Driver, choose_driver, open_driver, remove_tree
-from .engines import DiffSource, Engine, select_engine
+from .engines import ApplyResult, DiffSource, Engine, select_engine
 from .errors import (
     BigDataUnknown,
     DuplicateID,
@@ -168,6 +168,21 @@ def _file_state(path: str) -> tuple[int, int, int] | None:
     except FileNotFoundError:
         return None
     return (info.st_mtime_ns, info.st_size, info.st_ino)
+
+
+def _with_contents(layer: Layer, contents: Layer | ApplyResult) -> Layer:
+    """``layer`` described as holding the files of ``contents``: a template layer's, or those
+    an apply just wrote."""
+    return replace(
+        layer,
+        compressed_digest=contents.compressed_digest,
+        compressed_size=contents.compressed_size,
+        uncompressed_digest=contents.uncompressed_digest,
+        uncompressed_size=contents.uncompressed_size,
+        compression=contents.compression,
+        uids=contents.uids,
+        gids=contents.gids,
+    )
 
 
 class LayerStore:
@@ -806,16 +821,7 @@ class LayerStore:
         )
         if source is not None:
             # A template's contents come with what describes them (as Go's TemplateLayer).
-            layer = replace(
-                layer,
-                compressed_digest=source.compressed_digest,
-                compressed_size=source.compressed_size,
-                uncompressed_digest=source.uncompressed_digest,
-                uncompressed_size=source.uncompressed_size,
-                compression=source.compression,
-                uids=source.uids,
-                gids=source.gids,
-            )
+            layer = _with_contents(layer, source)
         self._index.add(layer)
         self._save(mounts=True)
         fault("create:record-saved")
@@ -874,16 +880,7 @@ class LayerStore:
             trusted_compressed_digest=compressed_digest,
             trusted_uncompressed_digest=uncompressed_digest,
         )
-        applied = replace(
-            layer,
-            compressed_digest=result.compressed_digest,
-            compressed_size=result.compressed_size,
-            uncompressed_digest=result.uncompressed_digest,
-            uncompressed_size=result.uncompressed_size,
-            compression=result.compression,
-            uids=result.uids,
-            gids=result.gids,
-        )
+        applied = _with_contents(layer, result)
         fault("put:applied")
         self._index.replace(applied)
         self._save()
