@@ -968,9 +968,12 @@ class LayerStore:
         layer with tar-split is also rebuilt and its digest compared (reads all the data).
         """
         with self._reading():
-            problems = self._check_records(contents)
-            problems += find_orphans(self.layers_dir, self.driver, self._index_ids())
-            return problems
+            return self._problems(contents)
+
+    def _problems(self, contents: bool) -> list[Problem]:
+        """What check() reports; the caller holds the lock."""
+        orphans = find_orphans(self.layers_dir, self.driver, self._index_ids())
+        return self._check_records(contents) + orphans
 
     def _check_records(self, contents: bool) -> list[Problem]:
         problems: list[Problem] = []
@@ -1066,8 +1069,7 @@ class LayerStore:
         cleared. A missing tar-split file is reported but left: the layer still works.
         """
         with self._writing():
-            problems = self._check_records(contents)
-            problems += find_orphans(self.layers_dir, self.driver, self._index_ids())
+            problems = self._problems(contents)
             fixed: list[Problem] = []
             doomed = {
                 problem.layer
