@@ -25,6 +25,16 @@ pub enum Compression {
     Zstd = 4,
 }
 
+impl Compression {
+    /// The compression numbered `code` (its discriminant), if there is one.
+    #[must_use]
+    pub fn from_code(code: i64) -> Option<Self> {
+        [Self::None, Self::Bzip2, Self::Gzip, Self::Xz, Self::Zstd]
+            .into_iter()
+            .find(|compression| *compression as i64 == code)
+    }
+}
+
 impl fmt::Display for Compression {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

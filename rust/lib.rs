@@ -346,18 +346,11 @@ mod _native {
         layer_dir: PathBuf,
         compression: i64,
     ) -> PyResult<DiffReader> {
-        let compression = match compression {
-            0 => Compression::None,
-            1 => Compression::Bzip2,
-            2 => Compression::Gzip,
-            3 => Compression::Xz,
-            4 => Compression::Zstd,
-            other => {
-                return Err(NotSupported::new_err(format!(
-                    "diffs cannot be compressed as compression {other}: ask for none, gzip or \
-                     zstd"
-                )))
-            }
+        let Some(compression) = Compression::from_code(compression) else {
+            return Err(NotSupported::new_err(format!(
+                "diffs cannot be compressed as compression {compression}: ask for none, gzip or \
+                 zstd"
+            )));
         };
         let stream = py.detach(|| {
             catch_unwind(|| DiffStream::open(&tar_split_path, &layer_dir, compression))

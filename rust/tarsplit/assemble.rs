@@ -28,8 +28,8 @@ use crate::tarsplit::unpacker::{Entry, Unpacker};
 /// Size of the buffers that read the tar-split file and its decompressed lines.
 const TAR_SPLIT_BUFFER: usize = 256 << 10;
 /// The end of each file that is checked before any of it is given out.
-const TAIL: u64 = 1 << 20;
 const TAIL_LENGTH: usize = 1 << 20;
+const TAIL: u64 = TAIL_LENGTH as u64;
 
 /// A tar-split file as it is read: the gzip file, decompressed, buffered for lines.
 pub type TarSplitReader = BufReader<flate2::bufread::MultiGzDecoder<BufReader<File>>>;
