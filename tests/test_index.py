@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from layerstore import Layer, LayerUnknown
-from layerstore.index import LayerIndex
+from layerstore.store.index import LayerIndex
 
 IDS = ["abc" + "0" * 61, "abd" + "0" * 61, "f00" + "1" * 61]
 

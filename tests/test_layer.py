@@ -8,7 +8,7 @@ from dataclasses import FrozenInstanceError
 import pytest
 
 from layerstore import Compression, IDMap, Layer, gojson
-from layerstore.bigdata import big_data_file_name
+from layerstore.paths import big_data_file_name
 from layerstore.errors import InvalidBigDataName, InvalidStoreData
 from layerstore.layer import check_layer_id, check_name, format_created, new_layer_id
 

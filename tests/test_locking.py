@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from layerstore.locking import TOKEN_SIZE, LockFile, ReadWriteLock
+from layerstore.store.locking import TOKEN_SIZE, LockFile, ReadWriteLock
 
 
 def other_process_can_lock(path: Path, exclusive: bool) -> bool:

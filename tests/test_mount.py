@@ -20,7 +20,7 @@ from layerstore import (
     NotSupported,
     StoreIsReadOnly,
 )
-from layerstore.mountinfo import is_mount_point, mount_points
+from layerstore.drivers.mountinfo import is_mount_point, mount_points
 
 from .conftest import overlay_usable
 from .tarballs import Entry, build_tar

@@ -10,7 +10,9 @@ See :class:`LayerStore` for the API and ``layerstore.errors`` for what it raises
 
 from __future__ import annotations
 
-from .changes import Change
+from .drivers import DRIVER_NAMES
+from .drivers.changes import Change
+from .engines import ENGINE_NAMES, DiffSource
 from .errors import (
     BigDataUnknown,
     DuplicateID,
@@ -28,12 +30,15 @@ from .errors import (
     StoreIsReadOnly,
 )
 from .layer import Compression, IDMap, Layer
-from .store import LayerStore
+from .store import LayerOptions, LayerStore, Problem, ProblemKind
 
 __all__ = [
+    "DRIVER_NAMES",
+    "ENGINE_NAMES",
     "BigDataUnknown",
     "Change",
     "Compression",
+    "DiffSource",
     "DuplicateID",
     "DuplicateLayerNames",
     "DuplicateName",
@@ -44,11 +49,14 @@ __all__ = [
     "Layer",
     "LayerHasChildren",
     "LayerNotMounted",
+    "LayerOptions",
     "LayerStore",
     "LayerStoreError",
     "LayerUnknown",
     "MountError",
     "NotSupported",
+    "Problem",
+    "ProblemKind",
     "StoreIsReadOnly",
 ]
 

@@ -12,18 +12,9 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, cast
 
-from .errors import NotSupported
 from .layer import Compression
 
-__all__ = [
-    "DIFF_COMPRESSIONS",
-    "ChunkReader",
-    "check_diff_compression",
-    "compressed_chunks",
-    "reader_of",
-]
-
-DIFF_COMPRESSIONS = (Compression.NONE, Compression.GZIP, Compression.ZSTD)
+__all__ = ["ChunkReader", "compressed_chunks", "reader_of"]
 
 _GZIP_LEVEL = 1  # fast: the output only has to decompress to the exact bytes
 _ZSTD_LEVEL = 3
@@ -74,17 +65,9 @@ def reader_of(chunks: Iterator[bytes], on_close: Callable[[], None] | None = Non
     return cast(BinaryIO, io.BufferedReader(ChunkReader(chunks, on_close), buffer_size=1 << 20))
 
 
-def check_diff_compression(compression: Compression) -> Compression:
-    """``compression`` if diffs can be written with it, else NotSupported (as Go refuses)."""
-    if compression not in DIFF_COMPRESSIONS:
-        raise NotSupported(
-            f"diffs cannot be compressed as {compression.name.lower()}: ask for none, gzip or zstd"
-        )
-    return compression
-
-
 def compressed_chunks(chunks: Iterator[bytes], compression: Compression) -> Iterator[bytes]:
-    """``chunks`` compressed as ``compression`` (none, gzip or zstd), still lazily."""
+    """``chunks`` compressed as ``compression``, still lazily; the caller checked it is one of
+    ``engines.DIFF_COMPRESSIONS``."""
     if compression is Compression.NONE:
         yield from chunks
         return
@@ -104,4 +87,4 @@ def compressed_chunks(chunks: Iterator[bytes], compression: Compression) -> Iter
                 yield output
         yield zstd.flush()
         return
-    check_diff_compression(compression)
+    raise ValueError(f"no diff compression {compression!r}")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from layerstore import LayerStore
-from layerstore.mountinfo import mount_points
+from layerstore.drivers.mountinfo import mount_points
 
 from ..conftest import overlay_usable
 

@@ -15,7 +15,7 @@ import pytest
 
 from layerstore import LayerStore
 from layerstore.faults import FAULT_POINT_VARIABLE
-from layerstore.mountinfo import mount_points
+from layerstore.drivers.mountinfo import mount_points
 
 from ..conftest import overlay_usable
 from .invariants import assert_consistent

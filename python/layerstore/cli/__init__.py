@@ -22,9 +22,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from .. import __version__
-from ..drivers import DRIVER_NAMES
-from ..engines import ENGINE_NAMES
+from .. import DRIVER_NAMES, ENGINE_NAMES, Layer, LayerStore, __version__
 from ..errors import (
     DuplicateID,
     DuplicateName,
@@ -33,8 +31,6 @@ from ..errors import (
     MountError,
     StoreIsReadOnly,
 )
-from ..layer import Layer
-from ..store import LayerStore
 from . import verbs
 from .common import (
     PROG,

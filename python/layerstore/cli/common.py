@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..layer import IDMap, Layer
+from .. import IDMap, Layer
 
 __all__ = [
     "PROG",

@@ -24,9 +24,8 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TypeVar
 
+from .. import Layer, LayerStore
 from ..errors import LayerStoreError
-from ..layer import Layer
-from ..store import LayerStore
 from .common import PROG, CommandError, one_line
 
 __all__ = ["run_demo"]

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import stat
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from ..engines import DiffSource
+from .. import DiffSource
 from .common import CommandError, os_error
 
 if TYPE_CHECKING:
@@ -23,7 +22,6 @@ __all__ = [
     "copy_stream",
     "open_blob",
     "read_all",
-    "write_atomically",
 ]
 
 LARGE = 8 << 20
@@ -179,29 +177,3 @@ def copy_stream(source: BinaryIO, target: IO[bytes], progress: Progress) -> int:
         target.write(view[:count])
         progress.update(count)
         total += count
-
-
-def write_atomically(path: str, write: Callable[[IO[bytes]], object]) -> None:
-    """Make the file ``path`` whole or not at all: write a temporary file beside it, then
-    rename it over ``path``, so nobody sees half a tarball and a failure leaves an older file
-    alone."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(
-        prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
-    )
-    try:
-        with os.fdopen(fd, "wb") as target:
-            write(target)
-            target.flush()
-            os.fsync(target.fileno())
-            # mkstemp makes the file 0600; give it the mode a plain open() would have.
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(target.fileno(), 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise

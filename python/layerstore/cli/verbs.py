@@ -13,9 +13,9 @@ import sys
 from argparse import Namespace
 from typing import Any, NoReturn
 
-from ..check import Problem
+from .. import LayerStore, Problem
+from ..atomic import write_atomic
 from ..errors import BigDataUnknown, InvalidLayerData, NotSupported
-from ..store import LayerStore
 from .common import (
     PROG,
     CommandError,
@@ -27,7 +27,7 @@ from .common import (
     print_json,
     print_table,
 )
-from .streams import Progress, copy_stream, open_blob, read_all, write_atomically
+from .streams import Progress, copy_stream, open_blob, read_all
 
 __all__ = [
     "add_names",
@@ -132,8 +132,10 @@ def diff(store: LayerStore, arguments: Namespace) -> None:
                 copy_stream(stream, sys.stdout.buffer, progress)
                 sys.stdout.buffer.flush()
             else:
-                write_atomically(
-                    arguments.output, lambda target: copy_stream(stream, target, progress)
+                write_atomic(
+                    arguments.output,
+                    lambda target: copy_stream(stream, target, progress),
+                    mode=None,
                 )
         except InvalidLayerData as exc:
             where = "what reached stdout is incomplete" if to_stdout else "no file was written"

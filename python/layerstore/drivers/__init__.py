@@ -15,17 +15,13 @@ import stat
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
 
-from ..changes import Change, DirectoryView, TreeView, changes_size, compare_trees, tar_of_changes
 from ..engines import Engine
-from ..idmaps import shift_ownership
 from ..layer import IDMap
+from .changes import Change, DirectoryView, TreeView, changes_size, compare_trees, tar_of_changes
+from .idmaps import shift_ownership
 
 __all__ = ["DRIVER_NAMES", "Driver", "choose_driver", "open_driver", "remove_tree"]
-
-if TYPE_CHECKING:
-    from ..check import Problem
 
 DRIVER_NAMES = ("overlay", "vfs")
 
@@ -75,6 +71,11 @@ class Driver(ABC):
     def unmount(self, layer_id: str) -> None:
         """Undo :meth:`mount`; a layer that is not mounted is not an error."""
 
+    def is_mounted(self, path: str) -> bool:
+        """Whether the mount :meth:`mount` returned at ``path`` still stands (the kernel can
+        drop one behind the store's back); a driver that mounts nothing always says so."""
+        return True
+
     def mounted_at(self, layer_id: str) -> str | None:
         """Where the kernel has the layer mounted right now, if anywhere."""
         return None
@@ -104,8 +105,9 @@ class Driver(ABC):
         remove_tree(target)
         self.engine.copy_tree(source, target)
 
-    def orphans(self) -> list[Problem]:
-        """Files of the driver's own that no layer accounts for (beyond layer directories)."""
+    def orphans(self) -> list[str]:
+        """Paths of the driver's own files that no layer accounts for (beyond layer
+        directories)."""
         return []
 
     def status(self) -> list[tuple[str, str]]:

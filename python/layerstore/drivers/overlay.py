@@ -18,9 +18,10 @@ import os
 import re
 import stat
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
 
-from ..changes import (
+from ..errors import LayerStoreError
+from . import DEFAULT_LAYER_MODE, Driver, remove_tree
+from .changes import (
     OPAQUE_MARKER,
     WHITEOUT_PREFIX,
     Change,
@@ -29,12 +30,7 @@ from ..changes import (
     changes_size,
     tar_entries,
 )
-from ..errors import LayerStoreError
-from ..mountinfo import is_mount_point
-
-if TYPE_CHECKING:
-    from ..check import Problem
-from . import DEFAULT_LAYER_MODE, Driver, remove_tree
+from .mountinfo import is_mount_point
 
 __all__ = ["OverlayDriver"]
 
@@ -134,6 +130,9 @@ class OverlayDriver(Driver):
         os.makedirs(empty, mode=0o700, exist_ok=True)
         return empty
 
+    def is_mounted(self, path: str) -> bool:
+        return is_mount_point(path)
+
     def mounted_at(self, layer_id: str) -> str | None:
         merged = os.path.join(self._dir(layer_id), "merged")
         return merged if is_mount_point(merged) else None
@@ -231,18 +230,15 @@ class OverlayDriver(Driver):
         items = (item for item, _ in self._upper_walk(layer_id, from_id) if item is not None)
         return tar_entries(items)
 
-    def orphans(self) -> list[Problem]:
-        from ..check import Problem
-
+    def orphans(self) -> list[str]:
+        """Short links in ``l/`` that lead to no layer (their layer was removed)."""
         links = os.path.join(self.home, LINK_DIR)
         try:
             names = sorted(os.listdir(links))
         except FileNotFoundError:
             return []
         return [
-            Problem(
-                "orphan", f"short link {name} points to no layer", "", os.path.join(links, name)
-            )
+            os.path.join(links, name)
             for name in names
             if not os.path.exists(os.path.join(links, name))  # the symlink leads nowhere
         ]

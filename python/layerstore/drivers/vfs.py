@@ -10,9 +10,9 @@ import os
 import stat
 from collections.abc import Sequence
 
-from ..changes import DirectoryView, TreeView
 from ..errors import NotSupported
 from . import DEFAULT_LAYER_MODE, Driver, remove_tree
+from .changes import DirectoryView, TreeView
 
 __all__ = ["VfsDriver"]
 

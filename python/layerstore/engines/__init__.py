@@ -10,13 +10,32 @@ extension is installed.
 from __future__ import annotations
 
 import os
+import re
 import warnings
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol, TypeAlias
+from typing import BinaryIO, Literal, Protocol, TypeAlias
 
+from ..errors import NotSupported
 from ..layer import Compression
+from ..paths import tar_split_temporary_path
 
-__all__ = ["ENGINE_NAMES", "ApplyResult", "DiffSource", "Engine", "Readable", "select_engine"]
+__all__ = [
+    "DIFF_COMPRESSIONS",
+    "ENGINE_NAMES",
+    "WHITEOUT_FORMATS",
+    "ApplyResult",
+    "BlobSource",
+    "DiffSource",
+    "Engine",
+    "Readable",
+    "WhiteoutFormat",
+    "blob_source",
+    "check_diff_compression",
+    "check_trusted_digest",
+    "check_whiteout_format",
+    "select_engine",
+]
 
 ENGINE_NAMES = ("native", "pure")
 
@@ -45,11 +64,75 @@ class ApplyResult:
     size: int
 
 
-class Engine(Protocol):
-    """What an engine does for the store and its drivers."""
+WhiteoutFormat: TypeAlias = Literal["overlay", "vfs"]
+"""How a driver stores whiteouts: ``overlay`` (0:0 character devices and opaque xattrs) or
+``vfs`` (whited-out files are removed from the layer's full copy)."""
+
+WHITEOUT_FORMATS: tuple[WhiteoutFormat, ...] = ("overlay", "vfs")
+
+DIFF_COMPRESSIONS = (Compression.NONE, Compression.GZIP, Compression.ZSTD)
+"""What a diff can be written as (Go writes none, gzip and zstd too)."""
+
+BlobSource: TypeAlias = "str | bytes | bytearray | Readable"
+"""A :data:`DiffSource` as the engines receive it: a path, a buffer, or a stream."""
+
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def blob_source(source: DiffSource) -> BlobSource:
+    """``source`` as one of the three forms an engine reads; TypeError for anything else."""
+    if isinstance(source, str):
+        return source
+    if isinstance(source, os.PathLike):
+        path = os.fspath(source)
+        if isinstance(path, str):
+            return path
+    elif isinstance(source, bytes | bytearray):
+        return source
+    elif isinstance(source, memoryview):
+        return source.cast("B").tobytes()  # engines read bytes and bytearray without a copy
+    elif callable(getattr(source, "read", None)):
+        return source
+    raise TypeError(
+        f"a diff is a path, a bytes-like object or a binary file object, "
+        f"not {type(source).__name__}"
+    )
+
+
+def check_trusted_digest(value: str | None, what: str) -> str | None:
+    """``value`` if it is None or a ``sha256:<64 lowercase hex>`` digest, else ValueError."""
+    if value is not None and not (isinstance(value, str) and _DIGEST.fullmatch(value)):
+        raise ValueError(f"trusted {what} digest {value!r} is not of the form sha256:<64 hex>")
+    return value
+
+
+def check_whiteout_format(value: str) -> WhiteoutFormat:
+    """``value`` if it is a whiteout format, else ValueError."""
+    for known in WHITEOUT_FORMATS:
+        if value == known:
+            return known
+    raise ValueError(f"unknown whiteout format {value!r}: choose overlay or vfs")
+
+
+def check_diff_compression(compression: Compression) -> Compression:
+    """``compression`` if diffs can be written with it, else NotSupported (as Go refuses)."""
+    if compression not in DIFF_COMPRESSIONS:
+        raise NotSupported(
+            f"diffs cannot be compressed as {compression.name.lower()}: ask for none, gzip or zstd"
+        )
+    return compression
+
+
+class Engine(ABC):
+    """What an engine does for the store and its drivers.
+
+    The public methods check their arguments here, once; the engines implement the underscored
+    ones and only compute.
+    """
 
     name: str
 
+    @abstractmethod
     def copy_tree(self, source: str, destination: str) -> None:
         """Copy the directory ``source`` to ``destination``, which must not exist.
 
@@ -57,7 +140,6 @@ class Engine(Protocol):
         hard links within the tree, symlinks, fifos, sockets and device nodes are reproduced.
         Regular files share extents with the source where the file system allows.
         """
-        ...
 
     def apply_layer(
         self,
@@ -71,19 +153,48 @@ class Engine(Protocol):
     ) -> ApplyResult:
         """Apply a layer blob to ``destination`` and record its tar-split (docs/apply.md).
 
-        Decompresses, digests, walks and extracts in one pass; writes ``tar_split_path`` only
-        when the whole blob was applied. Raises InvalidLayerData for bad input.
+        Decompresses, digests, walks and extracts in one pass; writes ``tar_split_path`` (under
+        its temporary name first) only when the whole blob was applied. Raises InvalidLayerData
+        for bad input, TypeError or ValueError for bad arguments.
         """
-        ...
+        return self._apply_layer(
+            blob_source(source),
+            os.fspath(destination),
+            os.fspath(tar_split_path),
+            tar_split_temporary_path(os.fspath(tar_split_path)),
+            check_whiteout_format(whiteout_format),
+            check_trusted_digest(trusted_compressed_digest, "compressed"),
+            check_trusted_digest(trusted_uncompressed_digest, "uncompressed"),
+        )
+
+    @abstractmethod
+    def _apply_layer(
+        self,
+        source: BlobSource,
+        destination: str,
+        tar_split_path: str,
+        tar_split_temporary_path: str,
+        whiteout_format: WhiteoutFormat,
+        trusted_compressed_digest: str | None,
+        trusted_uncompressed_digest: str | None,
+    ) -> ApplyResult: ...
 
     def open_diff(self, tar_split_path: str, layer_dir: str, compression: Compression) -> BinaryIO:
         """The layer's exact tarball rebuilt from its tar-split file and files (docs/diff.md).
 
         Streams; each file's size and CRC-64 are checked as it is read, and a changed file is
-        InvalidLayerData naming it. ``compression`` is NONE, GZIP or ZSTD.
+        InvalidLayerData naming it. ``compression`` is NONE, GZIP or ZSTD (else NotSupported).
         """
-        ...
+        return self._open_diff(
+            os.fspath(tar_split_path), os.fspath(layer_dir), check_diff_compression(compression)
+        )
 
+    @abstractmethod
+    def _open_diff(
+        self, tar_split_path: str, layer_dir: str, compression: Compression
+    ) -> BinaryIO: ...
+
+    @abstractmethod
     def mount_overlay(
         self,
         lowers: list[str],
@@ -99,11 +210,10 @@ class Engine(Protocol):
         older kernels get ``mount(2)``. ``options``: ``ro``, ``nodev``, ``nosuid``, ``noexec``,
         ``key=value`` and bare overlay flags. Failures raise MountError with the mount data.
         """
-        ...
 
+    @abstractmethod
     def unmount(self, target: str, detach: bool = False) -> None:
         """Unmount ``target``; ``detach`` lets the last users finish (``MNT_DETACH``)."""
-        ...
 
 
 def select_engine(name: str | None = None) -> Engine:

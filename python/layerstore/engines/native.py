@@ -2,38 +2,33 @@
 
 from __future__ import annotations
 
-import os
 from typing import BinaryIO, cast
 
 from .. import _native
 from ..layer import Compression
-from . import ApplyResult, DiffSource
+from . import ApplyResult, BlobSource, Engine, WhiteoutFormat
 
 __all__ = ["NativeEngine"]
 
 
-class NativeEngine:
+class NativeEngine(Engine):
     """Byte work done in Rust, detached from the interpreter while it runs."""
 
     name = "native"
 
     def copy_tree(self, source: str, destination: str) -> None:
-        _native.copy_tree(os.fspath(source), os.fspath(destination))
+        _native.copy_tree(source, destination)
 
-    def apply_layer(
+    def _apply_layer(
         self,
-        source: DiffSource,
+        source: BlobSource,
         destination: str,
         tar_split_path: str,
-        *,
-        whiteout_format: str,
-        trusted_compressed_digest: str | None = None,
-        trusted_uncompressed_digest: str | None = None,
+        tar_split_temporary_path: str,
+        whiteout_format: WhiteoutFormat,
+        trusted_compressed_digest: str | None,
+        trusted_uncompressed_digest: str | None,
     ) -> ApplyResult:
-        if isinstance(source, os.PathLike):
-            source = os.fspath(source)
-        elif isinstance(source, memoryview):
-            source = source.tobytes()  # the extension reads bytes and bytearray without a copy
         (
             compressed_digest,
             compressed_size,
@@ -45,8 +40,8 @@ class NativeEngine:
             size,
         ) = _native.apply_layer(
             source,
-            os.fspath(destination),
-            os.fspath(tar_split_path),
+            destination,
+            tar_split_path,
             whiteout_format,
             trusted_compressed_digest,
             trusted_uncompressed_digest,
@@ -62,11 +57,8 @@ class NativeEngine:
             size=size,
         )
 
-    def open_diff(self, tar_split_path: str, layer_dir: str, compression: Compression) -> BinaryIO:
-        reader = _native.open_diff(
-            os.fspath(tar_split_path), os.fspath(layer_dir), int(compression)
-        )
-        return cast(BinaryIO, reader)
+    def _open_diff(self, tar_split_path: str, layer_dir: str, compression: Compression) -> BinaryIO:
+        return cast(BinaryIO, _native.open_diff(tar_split_path, layer_dir, int(compression)))
 
     def mount_overlay(
         self,

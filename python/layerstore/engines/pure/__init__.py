@@ -1,7 +1,8 @@
 """The pure engine: the same byte work as the native one, with the standard library only.
 
 (and python-zstandard for zstd). Its modules mirror the Rust ones: ``compress``, ``crc64``,
-``tarwalk`` and ``tarsplit``, ``confine``, ``extract``, ``apply``, ``assemble``, ``copy``.
+``tarwalk`` and ``tarsplit``, ``confine``, ``extract``, ``apply``, ``assemble``, ``copy``;
+``gopath`` cleans names as Go's ``path.Clean`` does.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import BinaryIO
 
 from ...layer import Compression
-from .. import ApplyResult, DiffSource
+from .. import ApplyResult, BlobSource, Engine, WhiteoutFormat
 from .apply import apply_layer
 from .assemble import open_diff
 from .copy import copy_tree
@@ -18,7 +19,7 @@ from .mount import mount_overlay, unmount
 __all__ = ["PureEngine"]
 
 
-class PureEngine:
+class PureEngine(Engine):
     """Byte work in Python; slower than native, identical in results."""
 
     name = "pure"
@@ -26,26 +27,27 @@ class PureEngine:
     def copy_tree(self, source: str, destination: str) -> None:
         copy_tree(source, destination)
 
-    def apply_layer(
+    def _apply_layer(
         self,
-        source: DiffSource,
+        source: BlobSource,
         destination: str,
         tar_split_path: str,
-        *,
-        whiteout_format: str,
-        trusted_compressed_digest: str | None = None,
-        trusted_uncompressed_digest: str | None = None,
+        tar_split_temporary_path: str,
+        whiteout_format: WhiteoutFormat,
+        trusted_compressed_digest: str | None,
+        trusted_uncompressed_digest: str | None,
     ) -> ApplyResult:
         return apply_layer(
             source,
             destination,
             tar_split_path,
-            whiteout_format=whiteout_format,
-            trusted_compressed_digest=trusted_compressed_digest,
-            trusted_uncompressed_digest=trusted_uncompressed_digest,
+            tar_split_temporary_path,
+            whiteout_format,
+            trusted_compressed_digest,
+            trusted_uncompressed_digest,
         )
 
-    def open_diff(self, tar_split_path: str, layer_dir: str, compression: Compression) -> BinaryIO:
+    def _open_diff(self, tar_split_path: str, layer_dir: str, compression: Compression) -> BinaryIO:
         return open_diff(tar_split_path, layer_dir, compression)
 
     def mount_overlay(

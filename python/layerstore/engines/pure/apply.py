@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import re
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from ... import gopath
 from ...faults import fault
 from ...layer import Compression
-from .. import ApplyResult, DiffSource
+from .. import ApplyResult, BlobSource, WhiteoutFormat
+from . import gopath
 from .compress import MAGIC_LENGTH, Readable, decompressing_reader, detect_compression
 from .crc64 import Crc64
 from .extract import Extractor
@@ -20,7 +18,6 @@ from .tarwalk import TarWalker
 
 __all__ = ["apply_layer"]
 
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _READ_SIZE = 1 << 20
 
 
@@ -66,43 +63,30 @@ class _BufferReader:
         return bytes(data)
 
 
-def _check_digest(value: str | None, what: str) -> str | None:
-    if value is not None and not _DIGEST.fullmatch(value):
-        raise ValueError(f"trusted {what} digest {value!r} is not of the form sha256:<64 hex>")
-    return value
-
-
-def _open_source(source: DiffSource) -> tuple[Readable, BinaryIO | None]:
-    if isinstance(source, str | os.PathLike):
+def _open_source(source: BlobSource) -> tuple[Readable, BinaryIO | None]:
+    if isinstance(source, str):
         handle = open(source, "rb")
         return handle, handle
-    if isinstance(source, bytes | bytearray | memoryview):
+    if isinstance(source, bytes | bytearray):
         return _BufferReader(source), None
-    if not callable(getattr(source, "read", None)):
-        raise TypeError(
-            f"a diff is a path, a bytes-like object or a binary file object, "
-            f"not {type(source).__name__}"
-        )
     return source, None
 
 
 def apply_layer(
-    source: DiffSource,
+    source: BlobSource,
     destination: str,
     tar_split_path: str,
-    *,
-    whiteout_format: str,
-    trusted_compressed_digest: str | None = None,
-    trusted_uncompressed_digest: str | None = None,
+    tar_split_temporary_path: str,
+    whiteout_format: WhiteoutFormat,
+    trusted_compressed_digest: str | None,
+    trusted_uncompressed_digest: str | None,
 ) -> ApplyResult:
-    """See docs/apply.md: the contract both engines implement."""
-    _check_digest(trusted_compressed_digest, "compressed")
-    _check_digest(trusted_uncompressed_digest, "uncompressed")
+    """See docs/apply.md: the contract both engines implement (arguments checked by Engine)."""
     extractor = Extractor(destination, whiteout_format)
     readable, handle = _open_source(source)
     writer: TarSplitWriter | None = None
     try:
-        writer = TarSplitWriter(tar_split_path)
+        writer = TarSplitWriter(tar_split_path, tar_split_temporary_path)
         compressed = _CountingReader(readable, trusted_compressed_digest is None)
         head = _read_head(compressed)
         compression = detect_compression(head)

@@ -12,8 +12,8 @@ import errno
 import os
 import stat
 
-from ... import gopath
 from ...errors import InvalidLayerData
+from . import gopath
 
 __all__ = ["DIRECTORY_FLAGS", "MAX_PATH", "Parts", "confine", "open_directory", "shown"]
 

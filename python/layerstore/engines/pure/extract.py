@@ -16,6 +16,7 @@ import stat
 from collections.abc import Iterable
 
 from ...errors import InvalidLayerData
+from .. import WhiteoutFormat
 from .confine import DIRECTORY_FLAGS as _DIR_FLAGS
 from .confine import Parts, confine, open_directory, shown
 from .tarwalk import TarEntry
@@ -47,9 +48,7 @@ _MIN_TIME, _MAX_TIME = -(1 << 63), (1 << 63) - 1  # nanoseconds in a signed 64-b
 class Extractor:
     """Applies entries to ``root``; ``whiteout_format`` is ``"overlay"`` or ``"vfs"``."""
 
-    def __init__(self, root: str, whiteout_format: str) -> None:
-        if whiteout_format not in ("overlay", "vfs"):
-            raise ValueError(f"unknown whiteout format {whiteout_format!r}")
+    def __init__(self, root: str, whiteout_format: WhiteoutFormat) -> None:
         self._overlay = whiteout_format == "overlay"
         self._root_fd = os.open(root, _DIR_FLAGS)
         self._privileged = os.geteuid() == 0

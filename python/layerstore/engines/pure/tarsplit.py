@@ -13,9 +13,10 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ... import gojson, gopath
+from ... import gojson
 from ...atomic import fsync_directory
 from ...errors import InvalidLayerData
+from . import gopath
 from .crc64 import Crc64
 from .tarwalk import TarWalker
 
@@ -57,11 +58,11 @@ def file_line(name: bytes, size: int, crc: bytes | None, position: int) -> bytes
 
 
 class TarSplitWriter:
-    """Writes ``<path>.tmp`` as lines arrive; :meth:`commit` makes it ``path``."""
+    """Writes ``temporary`` as lines arrive; :meth:`commit` renames it to ``path``."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, temporary: str) -> None:
         self.path = path
-        self._temporary = path + ".tmp"
+        self._temporary = temporary
         self._file = open(self._temporary, "wb")
         os.fchmod(self._file.fileno(), 0o600)
         self._gzip = gzip.GzipFile(fileobj=self._file, mode="wb", compresslevel=1, mtime=0)

@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from . import gojson
-from .errors import InvalidStoreData
+from .. import gojson
+from ..errors import InvalidStoreData
 
 __all__ = ["MountPoint", "decode_mounts", "encode_mounts"]
 

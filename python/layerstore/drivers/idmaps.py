@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from .errors import LayerStoreError
-from .layer import IDMap
+from ..errors import LayerStoreError
+from ..layer import IDMap
 
 __all__ = ["OVERFLOW_ID", "shift_ownership", "to_container", "to_host"]
 

@@ -18,28 +18,24 @@ Consistency rules (SPEC section 3):
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, BinaryIO, Literal, Self, cast
+from typing import Any, BinaryIO, Literal, Self, TypedDict, Unpack, cast
 
-from . import gojson
-from .atomic import write_atomic
-from .bigdata import big_data_file_name
-from .changes import Change
-from .check import Problem, find_orphans
-from .drivers import Driver, choose_driver, open_driver, remove_tree
-from .engines import ApplyResult, DiffSource, Engine, select_engine
-from .errors import (
+from .. import gojson
+from ..atomic import write_atomic
+from ..drivers import Driver, choose_driver, open_driver, remove_tree
+from ..drivers.changes import Change
+from ..engines import ApplyResult, DiffSource, Engine, check_diff_compression, select_engine
+from ..errors import (
     BigDataUnknown,
     DuplicateID,
     DuplicateLayerNames,
     DuplicateName,
-    InvalidLayerData,
     InvalidStoreData,
     LayerHasChildren,
     LayerNotMounted,
@@ -48,9 +44,8 @@ from .errors import (
     NotSupported,
     StoreIsReadOnly,
 )
-from .faults import fault
-from .index import LayerIndex
-from .layer import (
+from ..faults import fault
+from ..layer import (
     INCOMPLETE_FLAG,
     Compression,
     IDMap,
@@ -62,14 +57,16 @@ from .layer import (
     id_maps,
     new_layer_id,
 )
+from ..paths import big_data_dir, big_data_file_name, big_data_path, tar_split_path
+from ..streams import compressed_chunks, reader_of
+from . import check
+from .check import Problem, find_orphans
+from .index import LayerIndex
 from .locking import LockFile
-from .mountinfo import is_mount_point
 from .mounts import MountPoint, decode_mounts, encode_mounts
-from .streams import check_diff_compression, compressed_chunks, reader_of
+from .records import RecordFile
 
-__all__ = ["LayerStore"]
-
-TAR_SPLIT_SUFFIX = ".tar-split.gz"
+__all__ = ["LayerOptions", "LayerStore"]
 
 
 class _HeldStream(io.BufferedIOBase):
@@ -112,6 +109,23 @@ def _compression(value: Compression | str) -> Compression:
         raise ValueError(f"unknown compression {value!r}: choose none, gzip or zstd") from None
 
 
+class LayerOptions(TypedDict, total=False):
+    """What :meth:`LayerStore.create` and :meth:`LayerStore.put` take besides id and parent."""
+
+    names: Iterable[str]
+    """Names for the new layer (each unique in the store)."""
+    mount_label: str
+    """The SELinux label for its mounts."""
+    writeable: bool
+    """Whether the layer is a container's read-write layer."""
+    flags: Mapping[str, Any] | None
+    """Free-form JSON values stored with the record."""
+    uid_map: Iterable[IDMap | tuple[int, int, int]] | None
+    """User id mappings: ``(container_id, host_id, size)``."""
+    gid_map: Iterable[IDMap | tuple[int, int, int]] | None
+    """Group id mappings, like ``uid_map``."""
+
+
 @dataclass(frozen=True, slots=True)
 class _CreateRequest:
     """The checked arguments of create and put, validated before the lock is taken."""
@@ -125,32 +139,25 @@ class _CreateRequest:
     uid_map: tuple[IDMap, ...]
     gid_map: tuple[IDMap, ...]
 
-    def __init__(
-        self,
-        layer_id: str | None,
-        parent: str | None,
-        names: Iterable[str],
-        mount_label: str,
-        writeable: bool,
-        flags: Mapping[str, Any] | None,
-        uid_map: Iterable[IDMap | tuple[int, int, int]] | None,
-        gid_map: Iterable[IDMap | tuple[int, int, int]] | None,
-    ) -> None:
+    @classmethod
+    def of(cls, layer_id: str | None, parent: str | None, options: LayerOptions) -> Self:
+        unknown = set(options) - LayerOptions.__optional_keys__
+        if unknown:
+            raise TypeError(f"unknown layer option(s): {', '.join(sorted(unknown))}")
         if layer_id is not None:
             check_layer_id(layer_id)
-        user_flags = dict(flags or {})
-        gojson.dumps(user_flags)  # refuse flags that cannot be stored before touching disk
-        for attribute, value in (
-            ("id", layer_id),
-            ("parent", parent),
-            ("names", _dedupe(names)),
-            ("mount_label", mount_label),
-            ("writeable", writeable),
-            ("flags", user_flags),
-            ("uid_map", id_maps(uid_map)),
-            ("gid_map", id_maps(gid_map)),
-        ):
-            object.__setattr__(self, attribute, value)
+        flags = dict(options.get("flags") or {})
+        gojson.dumps(flags)  # refuse flags that cannot be stored before touching disk
+        return cls(
+            id=layer_id,
+            parent=parent,
+            names=_dedupe(options.get("names", ())),
+            mount_label=options.get("mount_label", ""),
+            writeable=options.get("writeable", False),
+            flags=flags,
+            uid_map=id_maps(options.get("uid_map")),
+            gid_map=id_maps(options.get("gid_map")),
+        )
 
 
 class _RepairNeededError(Exception):
@@ -160,14 +167,6 @@ class _RepairNeededError(Exception):
 def _dedupe(names: Iterable[str]) -> tuple[str, ...]:
     # Go's dedupeNames: keep the first of each name, in order.
     return tuple(dict.fromkeys(check_name(name) for name in names))
-
-
-def _file_state(path: str) -> tuple[int, int, int] | None:
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (info.st_mtime_ns, info.st_size, info.st_ino)
 
 
 def _with_contents(layer: Layer, contents: Layer | ApplyResult) -> Layer:
@@ -215,40 +214,40 @@ class LayerStore:
         self.driver: Driver = open_driver(driver_name, self.root, self.engine)
         self.layers_dir = os.path.join(self.root, f"{driver_name}-layers")
         self.mounts_dir = os.path.join(self.run_root, f"{driver_name}-layers")
-        self._layers_json = os.path.join(self.layers_dir, "layers.json")
-        self._mounts_json = os.path.join(self.mounts_dir, "mountpoints.json")
-
         self._index = LayerIndex()
         self._mounts: dict[str, MountPoint] = {}
-        self._layers_token: bytes | None = None  # None: never loaded
-        self._layers_file: tuple[int, int, int] | None = None
-        self._mounts_token: bytes | None = None
-        self._mounts_file: tuple[int, int, int] | None = None
         self._load_mutex = threading.Lock()  # one reload at a time among reader threads
         self._closed = False
 
+        layers_lock_path = os.path.join(self.layers_dir, "layers.lock")
+        mounts_lock_path = os.path.join(self.mounts_dir, "mountpoints.lock")
         if read_only:
             if not os.path.isdir(self.layers_dir):
                 raise LayerStoreError(
                     f"no {driver_name} layer store at {self.root} to open read-only "
                     f"({self.layers_dir} does not exist)"
                 )
-            lock_path = os.path.join(self.layers_dir, "layers.lock")
             try:
-                self._layers_lock = LockFile.open(lock_path, read_only=True)
+                layers_lock = LockFile.open(layers_lock_path, read_only=True)
             except FileNotFoundError:
                 raise LayerStoreError(
-                    f"cannot open the store at {self.root} read-only: its lock file {lock_path} "
-                    "is missing (opening the store read-write once makes it)"
+                    f"cannot open the store at {self.root} read-only: its lock file "
+                    f"{layers_lock_path} is missing (opening the store read-write once makes it)"
                 ) from None
-            self._mounts_lock: LockFile | None = None
-            with self._reading():
-                pass
+            mounts_lock = None  # opened on the first ro mount: counts in our own run root
         else:
             for directory in (self.layers_dir, self.mounts_dir):
                 os.makedirs(directory, mode=0o700, exist_ok=True)
-            self._layers_lock = LockFile.open(os.path.join(self.layers_dir, "layers.lock"))
-            self._mounts_lock = LockFile.open(os.path.join(self.mounts_dir, "mountpoints.lock"))
+            layers_lock = LockFile.open(layers_lock_path)
+            mounts_lock = LockFile.open(mounts_lock_path)
+        self._layers_file = RecordFile(os.path.join(self.layers_dir, "layers.json"), layers_lock)
+        self._mounts_file = RecordFile(
+            os.path.join(self.mounts_dir, "mountpoints.json"), mounts_lock
+        )
+        if read_only:
+            with self._reading():
+                pass
+        else:
             with self._writing():
                 # Loading for writing removed incomplete layers and repaired names; what
                 # a process that died left without any record goes too.
@@ -288,9 +287,9 @@ class LayerStore:
             lock.acquire_read()
             try:
                 with self._load_mutex:
-                    if self._layers_modified():
+                    if self._layers_file.modified():
                         self._load("read")
-                    elif self._mounts_modified():
+                    elif self._mounts_file.modified():
                         self._load_mounts()
                 break
             except _RepairNeededError:
@@ -315,29 +314,19 @@ class LayerStore:
         lock = self._layers_lock
         lock.acquire_write()
         try:
-            if self._layers_modified():
+            if self._layers_file.modified():
                 self._load("write")
-            elif self._mounts_modified():
+            elif self._mounts_file.modified():
                 self._load_mounts()
             yield
         finally:
             lock.release_write()
 
-    def _layers_modified(self) -> bool:
-        if self._layers_token is None:
-            return True
-        return (
-            self._layers_lock.read_token() != self._layers_token
-            or _file_state(self._layers_json) != self._layers_file
-        )
-
-    def _mounts_modified(self) -> bool:
-        if self._mounts_lock is None:
-            return False
-        return (
-            self._mounts_lock.read_token() != self._mounts_token
-            or _file_state(self._mounts_json) != self._mounts_file
-        )
+    @property
+    def _layers_lock(self) -> LockFile:
+        lock = self._layers_file.lock
+        assert lock is not None
+        return lock
 
     def _load(self, mode: Literal["read", "write", "rollback"]) -> None:
         """Read layers.json (and the mount table) into a new index.
@@ -346,14 +335,11 @@ class LayerStore:
         ``write``: under the exclusive lock; repairs duplicate names, removes incomplete layers.
         ``rollback``: after a failed save, take what is on disk as it is.
         """
-        token = self._layers_lock.read_token()
-        file_state = _file_state(self._layers_json)
         try:
-            with open(self._layers_json, "rb") as layers_file:
-                data = layers_file.read()
-        except FileNotFoundError:
-            data = b""
-        layers = self._decode_layers(data)
+            layers = self._decode_layers(self._layers_file.read())
+        except BaseException:
+            self._layers_file.forget()  # read again next time, and fail again if still bad
+            raise
 
         # Names are unique: where two layers claim one, the earlier loses it (as Go repairs it).
         owners: dict[str, int] = {}
@@ -371,19 +357,19 @@ class LayerStore:
         incomplete = [layer.id for layer in layers if layer.incomplete]
 
         if names_repaired and self.read_only:
+            self._layers_file.forget()
             raise DuplicateLayerNames(
-                f"{self._layers_json}: several layers share a name, and the store is opened "
-                "read-only so it cannot be repaired; open it read-write once"
+                f"{self._layers_file.path}: several layers share a name, and the store is "
+                "opened read-only so it cannot be repaired; open it read-write once"
             )
         if (names_repaired or incomplete) and not self.read_only and mode == "read":
+            self._layers_file.forget()
             raise _RepairNeededError
         if self.read_only and incomplete:
             # Another host may be writing these; a read-only store skips them, never deletes.
             layers = [layer for layer in layers if not layer.incomplete]
 
         self._index = LayerIndex(layers)
-        self._layers_token = token
-        self._layers_file = file_state
         self._load_mounts()
         if mode != "write":
             return
@@ -399,74 +385,64 @@ class LayerStore:
     def _decode_layers(self, data: bytes) -> list[Layer]:
         if not data.strip():
             return []
+        source = self._layers_file.path
         try:
             records = json.loads(data)
         except ValueError as exc:
-            raise InvalidStoreData(f"{self._layers_json}: not valid JSON: {exc}") from None
+            raise InvalidStoreData(f"{source}: not valid JSON: {exc}") from None
         if not isinstance(records, list):
-            raise InvalidStoreData(f"{self._layers_json}: expected a JSON array of layers")
-        source = self._layers_json
+            raise InvalidStoreData(f"{source}: expected a JSON array of layers")
         read_only = self.read_only
         return [Layer.from_json(record, source=source, read_only=read_only) for record in records]
 
     def _load_mounts(self) -> None:
-        if self._mounts_lock is None:
+        lock = self._mounts_file.lock
+        if lock is None:
             return
-        with self._mounts_lock.shared():
+        with lock.shared():
             self._read_mounts()
 
     def _read_mounts(self) -> None:
         """Read mountpoints.json; the caller holds the mounts lock (either way)."""
-        assert self._mounts_lock is not None
-        token = self._mounts_lock.read_token()
-        file_state = _file_state(self._mounts_json)
         try:
-            with open(self._mounts_json, "rb") as mounts_file:
-                data = mounts_file.read()
-        except FileNotFoundError:
-            data = b""
-        table = decode_mounts(data, source=self._mounts_json)
+            table = decode_mounts(self._mounts_file.read(), source=self._mounts_file.path)
+        except BaseException:
+            self._mounts_file.forget()
+            raise
         self._mounts = {
             layer_id: mount for layer_id, mount in table.items() if layer_id in self._index
         }
-        self._mounts_token = token
-        self._mounts_file = file_state
 
     def _save(self, *, mounts: bool = False) -> None:
         """Write layers.json (and mountpoints.json); on failure reload so memory matches disk."""
         try:
             data = gojson.dumps([layer.to_json() for layer in self._index]).encode("utf-8")
-            self._layers_token = self._layers_lock.record_write()
-            write_atomic(self._layers_json, data)
-            self._layers_file = _file_state(self._layers_json)
+            self._layers_file.write(data)
             if mounts:
                 self._save_mounts()
         except BaseException:
-            self._layers_token = None
+            self._layers_file.forget()
             with contextlib.suppress(Exception):
                 self._load("rollback")
             raise
 
     def _save_mounts(self) -> None:
-        assert self._mounts_lock is not None
-        with self._mounts_lock.exclusive():
+        lock = self._mounts_file.lock
+        assert lock is not None
+        with lock.exclusive():
             self._write_mounts()
 
     def _write_mounts(self) -> None:
         """Write mountpoints.json; the caller holds the mounts lock exclusively."""
-        assert self._mounts_lock is not None
-        data = encode_mounts(self._mounts, [layer.id for layer in self._index])
-        self._mounts_token = self._mounts_lock.record_write()
-        write_atomic(self._mounts_json, data)
-        self._mounts_file = _file_state(self._mounts_json)
+        self._mounts_file.write(encode_mounts(self._mounts, self._index_ids()))
 
     def reload_if_changed(self) -> bool:
         """Reload the store's view if another process changed it; True when it did."""
         self._check_open()
         with self._load_mutex:
-            before = self._layers_token, self._mounts_token
+            before = self._layers_file.token, self._mounts_file.token
         with self._reading():
-            return (self._layers_token, self._mounts_token) != before
+            return (self._layers_file.token, self._mounts_file.token) != before
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -506,10 +482,10 @@ class LayerStore:
 
     def big_data(self, name: str, key: str) -> bytes:
         """The contents of the layer's big data item ``key``; raises BigDataUnknown."""
-        file_name = big_data_file_name(key)
+        big_data_file_name(key)  # a bad key is refused before the lock is taken
         with self._reading():
             layer_id = self._index.lookup(name)
-            path = os.path.join(self.layers_dir, layer_id, file_name)
+            path = big_data_path(self.layers_dir, layer_id, key)
             try:
                 with open(path, "rb") as item:
                     return item.read()
@@ -542,11 +518,13 @@ class LayerStore:
     def _mount_table(self) -> Iterator[None]:
         """Hold mountpoints.lock exclusively with the mount table current (lock order: the
         caller already holds layers.lock)."""
-        if self._mounts_lock is None:
+        if self._mounts_file.lock is None:
             os.makedirs(self.mounts_dir, mode=0o700, exist_ok=True)
-            self._mounts_lock = LockFile.open(os.path.join(self.mounts_dir, "mountpoints.lock"))
-        with self._mounts_lock.exclusive():
-            if self._mounts_modified() or self._mounts_token is None:
+            self._mounts_file.lock = LockFile.open(
+                os.path.join(self.mounts_dir, "mountpoints.lock")
+            )
+        with self._mounts_file.lock.exclusive():
+            if self._mounts_file.modified():
                 self._read_mounts()
             yield
 
@@ -581,7 +559,11 @@ class LayerStore:
                 )
             with self._mount_table():
                 current = self._mounts.get(layer_id)
-                if current is not None and current.count > 0 and is_mount_point(current.path):
+                if (
+                    current is not None
+                    and current.count > 0
+                    and self.driver.is_mounted(current.path)
+                ):
                     self._mounts[layer_id] = MountPoint(current.path, current.count + 1)
                     self._write_mounts()
                     return current.path
@@ -633,10 +615,11 @@ class LayerStore:
         """How many users hold the layer mounted, in every process (0 when it is not)."""
         with self._reading():
             layer_id = self._index.lookup(name)
-            if self._mounts_lock is None:
+            lock = self._mounts_file.lock
+            if lock is None:
                 return 0
-            with self._mounts_lock.shared():
-                if self._mounts_modified():
+            with lock.shared():
+                if self._mounts_file.modified():
                     self._read_mounts()
             mount = self._mounts.get(layer_id)
             return mount.count if mount is not None else 0
@@ -673,7 +656,7 @@ class LayerStore:
             wanted = check_diff_compression(
                 _compression(compression) if compression is not None else layer.compression
             )
-            tar_split = os.path.join(self.layers_dir, layer.id + TAR_SPLIT_SUFFIX)
+            tar_split = tar_split_path(self.layers_dir, layer.id)
             if from_is_parent and os.path.exists(tar_split):
                 stream = self.engine.open_diff(tar_split, self.driver.layer_dir(layer.id), wanted)
                 return cast(BinaryIO, _HeldStream(stream, holding))
@@ -717,25 +700,22 @@ class LayerStore:
         self,
         id: str | None = None,
         parent: str | None = None,
-        names: Iterable[str] = (),
-        mount_label: str = "",
-        writeable: bool = False,
-        flags: Mapping[str, Any] | None = None,
         *,
-        uid_map: Iterable[IDMap | tuple[int, int, int]] | None = None,
-        gid_map: Iterable[IDMap | tuple[int, int, int]] | None = None,
         template: str | None = None,
+        **options: Unpack[LayerOptions],
     ) -> Layer:
         """Create an empty layer on top of ``parent`` (an id, name or prefix; None: a base).
 
-        With ``template``, the new layer starts as a copy of that layer's own files, with its
-        digests, sizes, uid/gid sets and tar-split. With ``uid_map``/``gid_map`` other than
-        the parent's (or template's), the layer's files are chowned to the new maps. The
-        record is saved flagged ``incomplete`` before the driver makes any directory and the
-        flag is cleared when the layer is whole; on failure everything made is removed.
-        Raises DuplicateID, DuplicateName, LayerUnknown (parent) or StoreIsReadOnly.
+        ``options`` are those of :class:`LayerOptions`: ``names``, ``mount_label``,
+        ``writeable``, ``flags``, ``uid_map`` and ``gid_map``. With ``template``, the new layer
+        starts as a copy of that layer's own files, with its digests, sizes, uid/gid sets and
+        tar-split. With ``uid_map``/``gid_map`` other than the parent's (or template's), the
+        layer's files are chowned to the new maps. The record is saved flagged ``incomplete``
+        before the driver makes any directory and the flag is cleared when the layer is whole;
+        on failure everything made is removed. Raises DuplicateID, DuplicateName, LayerUnknown
+        (parent) or StoreIsReadOnly.
         """
-        request = _CreateRequest(id, parent, names, mount_label, writeable, flags, uid_map, gid_map)
+        request = _CreateRequest.of(id, parent, options)
         with self._writing():
             layer = self._create_locked(request, template)
             try:
@@ -749,15 +729,10 @@ class LayerStore:
         diff: DiffSource,
         id: str | None = None,
         parent: str | None = None,
-        names: Iterable[str] = (),
-        mount_label: str = "",
-        writeable: bool = False,
-        flags: Mapping[str, Any] | None = None,
         *,
-        uid_map: Iterable[IDMap | tuple[int, int, int]] | None = None,
-        gid_map: Iterable[IDMap | tuple[int, int, int]] | None = None,
         compressed_digest: str | None = None,
         uncompressed_digest: str | None = None,
+        **options: Unpack[LayerOptions],
     ) -> tuple[Layer, int]:
         """Create a layer and apply ``diff`` to it, as an image pull does; returns the layer and
         the bytes its files take.
@@ -765,10 +740,11 @@ class LayerStore:
         ``diff`` is a path, a bytes-like object or a binary file object holding a tar, plain or
         compressed (gzip, zstd, bzip2, xz). ``compressed_digest``/``uncompressed_digest`` are
         trusted ``sha256:`` digests of the blob as given and uncompressed: when known they are
-        not computed again. If anything fails, nothing of the layer remains. Raises
-        InvalidLayerData for a bad blob, plus whatever :meth:`create` raises.
+        not computed again. ``options`` are those of :meth:`create`. If anything fails,
+        nothing of the layer remains. Raises InvalidLayerData for a bad blob, plus whatever
+        :meth:`create` raises.
         """
-        request = _CreateRequest(id, parent, names, mount_label, writeable, flags, uid_map, gid_map)
+        request = _CreateRequest.of(id, parent, options)
         with self._writing():
             layer = self._create_locked(request)
             try:
@@ -849,13 +825,13 @@ class LayerStore:
         return layer.uid_map, layer.gid_map
 
     def _copy_tar_split(self, source_id: str, layer_id: str) -> None:
-        source = os.path.join(self.layers_dir, source_id + TAR_SPLIT_SUFFIX)
+        source = tar_split_path(self.layers_dir, source_id)
         try:
             with open(source, "rb") as tar_split:
                 data = tar_split.read()
         except FileNotFoundError:
             return
-        write_atomic(os.path.join(self.layers_dir, layer_id + TAR_SPLIT_SUFFIX), data)
+        write_atomic(tar_split_path(self.layers_dir, layer_id), data)
 
     def _finish_locked(self, layer: Layer) -> Layer:
         """Clear the incomplete flag: the layer is whole."""
@@ -875,7 +851,7 @@ class LayerStore:
         result = self.engine.apply_layer(
             diff,
             self.driver.layer_dir(layer.id),
-            os.path.join(self.layers_dir, layer.id + TAR_SPLIT_SUFFIX),
+            tar_split_path(self.layers_dir, layer.id),
             whiteout_format=self.driver.whiteout_format,
             trusted_compressed_digest=compressed_digest,
             trusted_uncompressed_digest=uncompressed_digest,
@@ -932,8 +908,8 @@ class LayerStore:
         self.driver.unmount(layer_id)  # delete unmounts first, whatever the count says
         self.driver.remove(layer_id)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(self.layers_dir, layer_id + TAR_SPLIT_SUFFIX))
-        remove_tree(os.path.join(self.layers_dir, layer_id))
+            os.unlink(tar_split_path(self.layers_dir, layer_id))
+        remove_tree(big_data_dir(self.layers_dir, layer_id))
 
     def wipe(self) -> None:
         """Delete every layer, children before their parents."""
@@ -968,97 +944,7 @@ class LayerStore:
         layer with tar-split is also rebuilt and its digest compared (reads all the data).
         """
         with self._reading():
-            return self._problems(contents)
-
-    def _problems(self, contents: bool) -> list[Problem]:
-        """What check() reports; the caller holds the lock."""
-        orphans = find_orphans(self.layers_dir, self.driver, self._index_ids())
-        return self._check_records(contents) + orphans
-
-    def _check_records(self, contents: bool) -> list[Problem]:
-        problems: list[Problem] = []
-        for layer in self._index:
-            if not (
-                self.driver.exists(layer.id) and os.path.isdir(self.driver.layer_dir(layer.id))
-            ):
-                problems.append(
-                    Problem(
-                        "missing-data",
-                        f"layer {layer.id} has no {self.driver.name} data",
-                        layer.id,
-                        self.driver.layer_dir(layer.id),
-                    )
-                )
-            if layer.parent and layer.parent not in self._index:
-                problems.append(
-                    Problem(
-                        "missing-parent",
-                        f"layer {layer.id}'s parent {layer.parent} is not in the store",
-                        layer.id,
-                    )
-                )
-            tar_split = os.path.join(self.layers_dir, layer.id + TAR_SPLIT_SUFFIX)
-            if layer.uncompressed_digest and not os.path.exists(tar_split):
-                problems.append(
-                    Problem(
-                        "missing-tar-split",
-                        f"layer {layer.id} has a digest but no "
-                        "tar-split file: its diff cannot be rebuilt exactly",
-                        layer.id,
-                        tar_split,
-                    )
-                )
-            elif (
-                contents
-                and layer.uncompressed_digest
-                and os.path.isdir(self.driver.layer_dir(layer.id))
-            ):
-                problem = self._check_contents(layer, tar_split)
-                if problem is not None:
-                    problems.append(problem)
-            for key in layer.big_data_names:
-                path = os.path.join(self.layers_dir, layer.id, big_data_file_name(key))
-                if not os.path.exists(path):
-                    problems.append(
-                        Problem(
-                            "missing-big-data",
-                            f"layer {layer.id} lists big data {key!r} but has no such file",
-                            layer.id,
-                            path,
-                        )
-                    )
-        for layer_id, mount in self._mounts.items():
-            if mount.count > 0 and self.driver.name == "overlay" and not is_mount_point(mount.path):
-                problems.append(
-                    Problem(
-                        "stale-mount",
-                        f"layer {layer_id} is counted as mounted "
-                        f"{mount.count} time(s) at {mount.path}, which is not mounted",
-                        layer_id,
-                        mount.path,
-                    )
-                )
-        return problems
-
-    def _check_contents(self, layer: Layer, tar_split: str) -> Problem | None:
-        digest = hashlib.sha256()
-        try:
-            with self.engine.open_diff(
-                tar_split, self.driver.layer_dir(layer.id), Compression.NONE
-            ) as stream:
-                while chunk := stream.read(1 << 20):
-                    digest.update(chunk)
-        except InvalidLayerData as exc:
-            return Problem("content-mismatch", f"layer {layer.id}: {exc}", layer.id, tar_split)
-        if "sha256:" + digest.hexdigest() != layer.uncompressed_digest:
-            return Problem(
-                "content-mismatch",
-                f"layer {layer.id} rebuilds to sha256:{digest.hexdigest()}, not "
-                f"{layer.uncompressed_digest}",
-                layer.id,
-                tar_split,
-            )
-        return None
+            return check.find_problems(self, contents)
 
     def repair(self, contents: bool = False) -> list[Problem]:
         """Fix what :meth:`check` finds, as far as it is safe; returns what was fixed.
@@ -1069,44 +955,12 @@ class LayerStore:
         cleared. A missing tar-split file is reported but left: the layer still works.
         """
         with self._writing():
-            problems = self._problems(contents)
-            fixed: list[Problem] = []
-            doomed = {
-                problem.layer
-                for problem in problems
-                if problem.kind in ("missing-data", "missing-parent", "content-mismatch")
-            }
-            for layer in self._index:  # file order: parents first, so children follow
-                if layer.parent in doomed:
-                    doomed.add(layer.id)
-            for layer in reversed(list(self._index)):
-                if layer.id in doomed:
-                    self._delete_locked(layer.id)
-            fixed += [problem for problem in problems if problem.layer in doomed]
-            for problem in problems:
-                if problem.kind == "missing-big-data" and problem.layer not in doomed:
-                    layer = self._index.get(problem.layer)
-                    present = tuple(
-                        key
-                        for key in layer.big_data_names
-                        if os.path.exists(
-                            os.path.join(self.layers_dir, layer.id, big_data_file_name(key))
-                        )
-                    )
-                    self._index.replace(replace(layer, big_data_names=present))
-                    self._save()
-                    fixed.append(problem)
-                elif problem.kind == "stale-mount" and problem.layer not in doomed:
-                    self._save_stale_mount_cleared(problem.layer)
-                    fixed.append(problem)
-            orphans = [problem for problem in problems if problem.kind == "orphan"]
-            self._remove(orphans)
-            return fixed + orphans
+            return check.repair_problems(self, contents)
 
-    def _save_stale_mount_cleared(self, layer_id: str) -> None:
+    def _clear_stale_mount(self, layer_id: str) -> None:
         with self._mount_table():
             mount = self._mounts.get(layer_id)
-            if mount is not None and not is_mount_point(mount.path):
+            if mount is not None and not self.driver.is_mounted(mount.path):
                 del self._mounts[layer_id]
                 self._write_mounts()
 
@@ -1175,13 +1029,12 @@ class LayerStore:
 
     def set_big_data(self, name: str, key: str, data: bytes) -> None:
         """Store ``data`` as the layer's big data item ``key`` (atomically replacing it)."""
-        file_name = big_data_file_name(key)
+        big_data_file_name(key)  # a bad key is refused before the lock is taken
         payload = bytes(data)
         with self._writing():
             layer = self._index.get(self._index.lookup(name))
-            directory = os.path.join(self.layers_dir, layer.id)
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            write_atomic(os.path.join(directory, file_name), payload)
+            os.makedirs(big_data_dir(self.layers_dir, layer.id), mode=0o700, exist_ok=True)
+            write_atomic(big_data_path(self.layers_dir, layer.id, key), payload)
             fault("set-big-data:written")
             if key not in layer.big_data_names:
                 self._index.replace(replace(layer, big_data_names=(*layer.big_data_names, key)))

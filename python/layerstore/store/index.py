@@ -11,8 +11,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Iterator
 
-from .errors import LayerUnknown
-from .layer import Layer
+from ..errors import LayerUnknown
+from ..layer import Layer
 
 __all__ = ["LayerIndex"]
 
