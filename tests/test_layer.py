@@ -8,9 +8,9 @@ from dataclasses import FrozenInstanceError
 import pytest
 
 from layerstore import Compression, IDMap, Layer, gojson
-from layerstore.paths import big_data_file_name
 from layerstore.errors import InvalidBigDataName, InvalidStoreData
 from layerstore.layer import check_layer_id, check_name, format_created, new_layer_id
+from layerstore.paths import big_data_file_name
 
 # Written by containers-storage 1.43 (Debian 12) for an imported gzip layer.
 GO_RECORD = (

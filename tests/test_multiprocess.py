@@ -6,6 +6,8 @@ import json
 import multiprocessing
 from pathlib import Path
 
+import pytest
+
 from layerstore import LayerStore
 
 WORKERS = 4
@@ -21,6 +23,7 @@ def worker(root: str, driver: str, engine: str, number: int) -> None:
             store.delete(f"w{number}-alias{index}")
 
 
+@pytest.mark.records_only
 def test_four_processes_create_and_delete(
     tmp_path: Path, driver_name: str, engine_name: str
 ) -> None:

@@ -44,6 +44,7 @@ def reopen(store: LayerStore, **kwargs: object) -> LayerStore:
     )
 
 
+@pytest.mark.records_only
 def test_create_get_lookup(store: LayerStore) -> None:
     base = store.create(names=["base"])
     child = store.create(parent="base", names=["child", "alias", "child"])
@@ -66,6 +67,7 @@ def test_create_get_lookup(store: LayerStore) -> None:
     assert "flags" not in records[0], "the incomplete flag is cleared once the layer is whole"
 
 
+@pytest.mark.records_only
 def test_create_with_id_flags_label_and_maps(store: LayerStore) -> None:
     layer = store.create(
         id="mylayer",
@@ -81,6 +83,7 @@ def test_create_with_id_flags_label_and_maps(store: LayerStore) -> None:
     assert again.uid_map[0].host_id == 100000
 
 
+@pytest.mark.records_only
 def test_create_refusals_leave_nothing_behind(store: LayerStore) -> None:
     store.create(id="a" * 64, names=["taken"])
     with pytest.raises(DuplicateID):
@@ -116,6 +119,7 @@ def test_driver_failure_removes_the_half_made_layer(
     assert not store.exists("doomed")
 
 
+@pytest.mark.records_only
 def test_returned_layers_are_snapshots(store: LayerStore) -> None:
     before = store.create(names=["one"])
     store.set_names("one", ["two"])
@@ -125,6 +129,7 @@ def test_returned_layers_are_snapshots(store: LayerStore) -> None:
     assert store.get("two").metadata == "changed"
 
 
+@pytest.mark.records_only
 def test_names_move_between_layers(store: LayerStore) -> None:
     # Names with letters beyond "f", so none can be taken for an id prefix.
     first = store.create(names=["alpha", "bravo"])
@@ -145,6 +150,7 @@ def test_names_move_between_layers(store: LayerStore) -> None:
     assert reopened.get(second.id).names == ("bravo",)
 
 
+@pytest.mark.records_only
 def test_metadata_and_flags_persist(store: LayerStore) -> None:
     layer = store.create(names=["l"])
     store.set_metadata("l", 'text with <html> & "quotes"')
@@ -162,6 +168,7 @@ def test_metadata_and_flags_persist(store: LayerStore) -> None:
     assert dict(reopened.flags)["info"]["b"] == (1, 2)
 
 
+@pytest.mark.records_only
 def test_big_data(store: LayerStore) -> None:
     layer = store.create(names=["l"])
     store.set_big_data("l", "manifest", b"\x00binary\xff")
@@ -283,6 +290,7 @@ def test_mountpoints_json_is_kept(store: LayerStore) -> None:
     assert mounts.read_text() == "[]"
 
 
+@pytest.mark.records_only
 def test_status(store: LayerStore) -> None:
     store.create()
     status = dict(store.status())
@@ -291,6 +299,7 @@ def test_status(store: LayerStore) -> None:
     assert status["Layers"] == "1"
 
 
+@pytest.mark.records_only
 def test_closed_store_refuses_work(store: LayerStore) -> None:
     store.close()
     with pytest.raises(LayerStoreError, match="closed"):
@@ -380,6 +389,7 @@ def test_incomplete_layers_seen_by_a_running_store_are_cleaned(store: LayerStore
     assert not store.driver.exists(doomed.id)
 
 
+@pytest.mark.records_only
 def test_duplicate_names_on_load_are_repaired(store: LayerStore) -> None:
     first = store.create(names=["shared", "first"])
     second = store.create(names=["second"])
@@ -396,6 +406,7 @@ def test_duplicate_names_on_load_are_repaired(store: LayerStore) -> None:
     assert layers_json(store)[0]["names"] == ["first"]
 
 
+@pytest.mark.records_only
 @pytest.mark.parametrize("content", [b"{not json", b'{"id": "x"}', b'[{"names": []}]'])
 def test_garbage_layers_json_is_a_clear_error(
     store_root: Path, driver_name: str, content: bytes
@@ -407,6 +418,7 @@ def test_garbage_layers_json_is_a_clear_error(
         LayerStore(store_root, driver=driver_name)
 
 
+@pytest.mark.records_only
 def test_failed_write_leaves_the_old_file(
     store: LayerStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -432,6 +444,7 @@ def test_failed_write_leaves_the_old_file(
     assert reopen(store).get(layer.id).metadata == "after"
 
 
+@pytest.mark.records_only
 def test_another_process_sees_changes(store: LayerStore) -> None:
     layer = store.create(names=["l"])
     assert store.reload_if_changed() is False
@@ -451,6 +464,7 @@ def test_another_process_sees_changes(store: LayerStore) -> None:
     assert store.reload_if_changed() is False
 
 
+@pytest.mark.records_only
 def test_layer_objects_compare_by_value(store: LayerStore) -> None:
     layer = store.create(names=["l"])
     assert isinstance(layer, Layer)

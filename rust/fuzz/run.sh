@@ -20,11 +20,13 @@ targets=("$@")
 
 export RUSTC_BOOTSTRAP=1
 command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz is missing: cargo install cargo-fuzz --locked" >&2; exit 1; }
-fuzz=(cargo fuzz)
 fuzz_dir=rust/fuzz
+# LAYERSTORE_FUZZ_TARGET_DIR keeps the instrumented build somewhere that outlives a checkout.
+target_dir=${LAYERSTORE_FUZZ_TARGET_DIR:-$fuzz_dir/target}
+fuzz=(cargo fuzz)
 # Debug assertions and overflow checks on: an arithmetic overflow is a finding too.
 build_log=$(mktemp)
-if ! "${fuzz[@]}" build --fuzz-dir "$fuzz_dir" --debug-assertions >"$build_log" 2>&1; then
+if ! "${fuzz[@]}" build --fuzz-dir "$fuzz_dir" --target-dir "$target_dir" --debug-assertions >"$build_log" 2>&1; then
     cat "$build_log" >&2
     exit 1
 fi
@@ -37,7 +39,7 @@ for target in "${targets[@]}"; do
     max_len=4096
     [ "$target" = tar_walker ] && max_len=16384
     set +e
-    "${fuzz[@]}" run --fuzz-dir "$fuzz_dir" --debug-assertions "$target" "$fuzz_dir/corpus/$target" -- \
+    "${fuzz[@]}" run --fuzz-dir "$fuzz_dir" --target-dir "$target_dir" --debug-assertions "$target" "$fuzz_dir/corpus/$target" -- \
         -max_total_time="$seconds" -max_len="$max_len" -timeout=10 -dict="$fuzz_dir/tar.dict" \
         -print_final_stats=1 >"$log" 2>&1
     code=$?

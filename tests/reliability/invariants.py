@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from layerstore import LayerStore
-from layerstore.store.check import find_orphans
 from layerstore.drivers.mountinfo import is_mount_point
+from layerstore.store.check import find_orphans
 
 
 def read_journal(path: Path) -> dict[str, str]:

@@ -28,6 +28,7 @@ def two_layers(store: LayerStore) -> tuple[str, str]:
     return first.id, second.id
 
 
+@pytest.mark.records_only
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "not a list", "bad record"])
 def test_a_damaged_layers_json_is_named(store: LayerStore, damage: str) -> None:
     two_layers(store)
@@ -46,6 +47,7 @@ def test_a_damaged_layers_json_is_named(store: LayerStore, damage: str) -> None:
             reopen(store, read_only=read_only)
 
 
+@pytest.mark.records_only
 def test_a_missing_lock_file(store: LayerStore) -> None:
     first, _ = two_layers(store)
     Path(store.layers_dir, "layers.lock").unlink()

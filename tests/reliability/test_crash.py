@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from layerstore import LayerStore
-from layerstore.faults import FAULT_POINT_VARIABLE
 from layerstore.drivers.mountinfo import mount_points
+from layerstore.faults import FAULT_POINT_VARIABLE
 
 from ..conftest import overlay_usable
 from .invariants import assert_consistent

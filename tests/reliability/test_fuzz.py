@@ -193,7 +193,6 @@ def hostile_blobs(draw: st.DrawFn) -> bytes:
 # -- the tar walker -------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_tar_walkers_agree_on_mutated_tarballs(request: pytest.FixtureRequest) -> None:
     """tar-split of mutated tarballs: the same lines from both walkers, or the same refusal;
     what both accept reads back through both readers."""
@@ -280,7 +279,6 @@ def tar_split_lines(draw: st.DrawFn) -> bytes:
     return draw(st.binary(max_size=400))
 
 
-@pytest.mark.slow
 def test_tar_split_readers_agree(request: pytest.FixtureRequest) -> None:
     """Arbitrary and mutated lines: the same entries from both readers, or InvalidLayerData
     from both; never another exception."""
@@ -302,7 +300,6 @@ def test_tar_split_readers_agree(request: pytest.FixtureRequest) -> None:
 _SIZES = st.one_of(st.integers(-(2**63), 2**63 - 1), st.sampled_from([0, 1, 511, 512, -1]))
 
 
-@pytest.mark.slow
 def test_tar_split_writer_round_trips(request: pytest.FixtureRequest) -> None:
     """What the writer puts in a line (any name bytes, size, CRC, segment bytes) both readers
     give back exactly."""
@@ -363,7 +360,6 @@ def applied(engine_name: str, blob: bytes, scratch: Path, whiteout_format: str) 
     return ("ok", facts, lines, tree, diff)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("whiteout_format", ["overlay", "vfs"])
 def test_apply_agrees_on_mutated_blobs(
     request: pytest.FixtureRequest, whiteout_format: str
@@ -387,7 +383,6 @@ def test_apply_agrees_on_mutated_blobs(
     check()
 
 
-@pytest.mark.slow
 def test_diff_agrees_on_mutated_tar_split(request: pytest.FixtureRequest) -> None:
     """A real layer with a damaged tar-split file: both engines' diffs give the same bytes, or
     both refuse with InvalidLayerData."""

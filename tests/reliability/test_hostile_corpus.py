@@ -344,7 +344,6 @@ def reopen_and_check(root: Path, driver: str, expected: set[str]) -> None:
         assert_store_works(store)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("compression", sorted(COMPRESSORS))
 def test_decompression_bomb(
     request: pytest.FixtureRequest,
@@ -374,7 +373,6 @@ def test_decompression_bomb(
         reopen_and_check(root, "vfs", {result["id"]})
 
 
-@pytest.mark.slow
 def test_bomb_after_the_archive(
     request: pytest.FixtureRequest, small_tmpfs: Path | None, tmp_path: Path, engine_name: str
 ) -> None:
@@ -396,7 +394,6 @@ def test_bomb_after_the_archive(
     reopen_and_check(root, "vfs", set())
 
 
-@pytest.mark.slow
 def test_endless_meta_headers(tmp_path: Path, engine_name: str) -> None:
     """65 MiB of PAX headers before one entry: refused at 64 MiB, with memory bounded."""
     blob = tmp_path / "meta-headers.zst"
@@ -409,7 +406,6 @@ def test_endless_meta_headers(tmp_path: Path, engine_name: str) -> None:
     reopen_and_check(root, "vfs", set())
 
 
-@pytest.mark.slow
 def test_many_tiny_entries(
     request: pytest.FixtureRequest, big_tmpfs: Path, tmp_path: Path, engine_name: str
 ) -> None:
