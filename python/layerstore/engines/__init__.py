@@ -24,6 +24,7 @@ __all__ = [
     "DIFF_COMPRESSIONS",
     "ENGINE_NAMES",
     "WHITEOUT_FORMATS",
+    "ApplyRequest",
     "ApplyResult",
     "BlobSource",
     "DiffSource",
@@ -75,6 +76,21 @@ DIFF_COMPRESSIONS = (Compression.NONE, Compression.GZIP, Compression.ZSTD)
 
 BlobSource: TypeAlias = "str | bytes | bytearray | Readable"
 """A :data:`DiffSource` as the engines receive it: a path, a buffer, or a stream."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyRequest:
+    """The checked arguments of :meth:`Engine.apply_layer`, as the engines receive them."""
+
+    source: BlobSource
+    destination: str
+    tar_split_path: str
+    tar_split_temporary_path: str
+    """Where the tar-split is written until it is whole (then renamed to tar_split_path)."""
+    whiteout_format: WhiteoutFormat
+    trusted_compressed_digest: str | None
+    trusted_uncompressed_digest: str | None
+
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
@@ -158,26 +174,23 @@ class Engine(ABC):
         for bad input, TypeError or ValueError for bad arguments.
         """
         return self._apply_layer(
-            blob_source(source),
-            os.fspath(destination),
-            os.fspath(tar_split_path),
-            tar_split_temporary_path(os.fspath(tar_split_path)),
-            check_whiteout_format(whiteout_format),
-            check_trusted_digest(trusted_compressed_digest, "compressed"),
-            check_trusted_digest(trusted_uncompressed_digest, "uncompressed"),
+            ApplyRequest(
+                source=blob_source(source),
+                destination=os.fspath(destination),
+                tar_split_path=os.fspath(tar_split_path),
+                tar_split_temporary_path=tar_split_temporary_path(os.fspath(tar_split_path)),
+                whiteout_format=check_whiteout_format(whiteout_format),
+                trusted_compressed_digest=check_trusted_digest(
+                    trusted_compressed_digest, "compressed"
+                ),
+                trusted_uncompressed_digest=check_trusted_digest(
+                    trusted_uncompressed_digest, "uncompressed"
+                ),
+            )
         )
 
     @abstractmethod
-    def _apply_layer(
-        self,
-        source: BlobSource,
-        destination: str,
-        tar_split_path: str,
-        tar_split_temporary_path: str,
-        whiteout_format: WhiteoutFormat,
-        trusted_compressed_digest: str | None,
-        trusted_uncompressed_digest: str | None,
-    ) -> ApplyResult: ...
+    def _apply_layer(self, request: ApplyRequest) -> ApplyResult: ...
 
     def open_diff(self, tar_split_path: str, layer_dir: str, compression: Compression) -> BinaryIO:
         """The layer's exact tarball rebuilt from its tar-split file and files (docs/diff.md).

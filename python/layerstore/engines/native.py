@@ -6,7 +6,7 @@ from typing import BinaryIO, cast
 
 from .. import _native
 from ..layer import Compression
-from . import ApplyResult, BlobSource, Engine, WhiteoutFormat
+from . import ApplyRequest, ApplyResult, Engine
 
 __all__ = ["NativeEngine"]
 
@@ -19,16 +19,7 @@ class NativeEngine(Engine):
     def copy_tree(self, source: str, destination: str) -> None:
         _native.copy_tree(source, destination)
 
-    def _apply_layer(
-        self,
-        source: BlobSource,
-        destination: str,
-        tar_split_path: str,
-        tar_split_temporary_path: str,
-        whiteout_format: WhiteoutFormat,
-        trusted_compressed_digest: str | None,
-        trusted_uncompressed_digest: str | None,
-    ) -> ApplyResult:
+    def _apply_layer(self, request: ApplyRequest) -> ApplyResult:
         (
             compressed_digest,
             compressed_size,
@@ -39,12 +30,12 @@ class NativeEngine(Engine):
             gids,
             size,
         ) = _native.apply_layer(
-            source,
-            destination,
-            tar_split_path,
-            whiteout_format,
-            trusted_compressed_digest,
-            trusted_uncompressed_digest,
+            request.source,
+            request.destination,
+            request.tar_split_path,
+            request.whiteout_format,
+            request.trusted_compressed_digest,
+            request.trusted_uncompressed_digest,
         )
         return ApplyResult(
             compressed_digest=compressed_digest,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import BinaryIO
 
 from ...layer import Compression
-from .. import ApplyResult, BlobSource, Engine, WhiteoutFormat
+from .. import ApplyRequest, ApplyResult, Engine
 from .apply import apply_layer
 from .assemble import open_diff
 from .copy import copy_tree
@@ -27,25 +27,8 @@ class PureEngine(Engine):
     def copy_tree(self, source: str, destination: str) -> None:
         copy_tree(source, destination)
 
-    def _apply_layer(
-        self,
-        source: BlobSource,
-        destination: str,
-        tar_split_path: str,
-        tar_split_temporary_path: str,
-        whiteout_format: WhiteoutFormat,
-        trusted_compressed_digest: str | None,
-        trusted_uncompressed_digest: str | None,
-    ) -> ApplyResult:
-        return apply_layer(
-            source,
-            destination,
-            tar_split_path,
-            tar_split_temporary_path,
-            whiteout_format,
-            trusted_compressed_digest,
-            trusted_uncompressed_digest,
-        )
+    def _apply_layer(self, request: ApplyRequest) -> ApplyResult:
+        return apply_layer(request)
 
     def _open_diff(self, tar_split_path: str, layer_dir: str, compression: Compression) -> BinaryIO:
         return open_diff(tar_split_path, layer_dir, compression)

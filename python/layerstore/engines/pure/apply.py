@@ -8,7 +8,7 @@ from typing import BinaryIO
 
 from ...faults import fault
 from ...layer import Compression
-from .. import ApplyResult, BlobSource, WhiteoutFormat
+from .. import ApplyRequest, ApplyResult, BlobSource
 from . import gopath
 from .compress import MAGIC_LENGTH, Readable, decompressing_reader, detect_compression
 from .crc64 import Crc64
@@ -72,21 +72,15 @@ def _open_source(source: BlobSource) -> tuple[Readable, BinaryIO | None]:
     return source, None
 
 
-def apply_layer(
-    source: BlobSource,
-    destination: str,
-    tar_split_path: str,
-    tar_split_temporary_path: str,
-    whiteout_format: WhiteoutFormat,
-    trusted_compressed_digest: str | None,
-    trusted_uncompressed_digest: str | None,
-) -> ApplyResult:
+def apply_layer(request: ApplyRequest) -> ApplyResult:
     """See docs/apply.md: the contract both engines implement (arguments checked by Engine)."""
-    extractor = Extractor(destination, whiteout_format)
-    readable, handle = _open_source(source)
+    trusted_compressed_digest = request.trusted_compressed_digest
+    trusted_uncompressed_digest = request.trusted_uncompressed_digest
+    extractor = Extractor(request.destination, request.whiteout_format)
+    readable, handle = _open_source(request.source)
     writer: TarSplitWriter | None = None
     try:
-        writer = TarSplitWriter(tar_split_path, tar_split_temporary_path)
+        writer = TarSplitWriter(request.tar_split_path, request.tar_split_temporary_path)
         compressed = _CountingReader(readable, trusted_compressed_digest is None)
         head = _read_head(compressed)
         compression = detect_compression(head)
