@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from layerstore import LayerStore
+from layerstore import LayerStore, default_run_root
 from layerstore.engines import ENGINE_NAMES, Engine, select_engine
 
 
@@ -41,6 +42,19 @@ def engine(engine_name: str) -> Engine:
     chosen = select_engine(engine_name)
     assert chosen.name == engine_name, f"the {engine_name} engine is not available"
     return chosen
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _remove_default_run_roots() -> Iterator[None]:
+    """Stores made without a run root get one of their own below the default run root's
+    ``stores/``: remove those this session made, once it is over."""
+    sample = default_run_root(root="/nonexistent/store")
+    stores = Path(sample).parent if sample else None
+    before = set(stores.iterdir()) if stores and stores.is_dir() else set()
+    yield
+    if stores and stores.is_dir():
+        for made in set(stores.iterdir()) - before:
+            shutil.rmtree(made, ignore_errors=True)
 
 
 def overlay_usable() -> bool:

@@ -800,3 +800,29 @@ def test_demo_with_the_vfs_driver() -> None:
     assert result.returncode == 0, result.stderr
     assert "driver vfs" in result.out
     assert result.out.count("= uncompressed_digest of demo-") == 2
+
+
+def test_the_api_and_the_cli_share_one_default_run_root(tmp_path: Path) -> None:
+    """A layer the API mounts shows as mounted to the CLI given only --root, and the CLI's
+    unmount drops the API's count (issue 14, defect 5)."""
+    root = tmp_path / "root"
+    with LayerStore(root, driver="vfs") as store:
+        layer = store.create(names=["top"])
+        store.mount(layer.id)
+        assert store.run_root == default_run_root(root=str(root))
+        mounted = run("--root", str(root), "mounted", "top")
+        assert mounted.returncode == 0, mounted.stderr
+        assert mounted.stdout.split() == [b"1"]
+        assert run("--root", str(root), "unmount", "top").returncode == 0
+        assert store.mounted(layer.id) == 0
+
+
+def test_default_run_roots_of_two_stores_differ(tmp_path: Path) -> None:
+    home = {"HOME": "/home/ann"}
+    first = default_run_root(home, 0, root=tmp_path / "a")
+    second = default_run_root(home, 0, root=tmp_path / "b")
+    assert first != second
+    assert first is not None
+    assert first.startswith("/run/layerstore/stores/")
+    assert default_run_root(home, 0, root="/var/lib/layerstore") == "/run/layerstore"
+    assert default_run_root(home, 1000, root=tmp_path / "a") is None

@@ -30,7 +30,14 @@ from .errors import (
     StoreIsReadOnly,
 )
 from .layer import Compression, IDMap, Layer
-from .store import LayerOptions, LayerStore, Problem, ProblemKind
+from .store import (
+    LayerOptions,
+    LayerStore,
+    Problem,
+    ProblemKind,
+    default_root,
+    default_run_root,
+)
 
 __all__ = [
     "DRIVER_NAMES",
@@ -58,6 +65,8 @@ __all__ = [
     "Problem",
     "ProblemKind",
     "StoreIsReadOnly",
+    "default_root",
+    "default_run_root",
 ]
 
 __version__ = "0.1.0"

@@ -313,7 +313,7 @@ def _warn_in_one_line() -> None:
 
 def _open_store(arguments: argparse.Namespace) -> LayerStore:
     root = arguments.root or default_root()
-    run_root = arguments.run_root or default_run_root()
+    run_root = arguments.run_root or default_run_root(root=root)
     try:
         return LayerStore(
             root,

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .. import IDMap, Layer
+from .. import IDMap, Layer, default_root, default_run_root
 
 __all__ = [
     "PROG",
@@ -31,45 +31,6 @@ PROG = "layerstore"
 
 
 # -- where the store lives ----------------------------------------------------------------------
-
-
-def default_root(environ: Mapping[str, str] | None = None, euid: int | None = None) -> str:
-    """The store's root when ``--root`` is not given.
-
-    ``LAYERSTORE_ROOT``, else ``/var/lib/layerstore`` for root and
-    ``$XDG_DATA_HOME/layerstore`` (``~/.local/share/layerstore``) for everyone else. Never
-    podman's own storage: a tool that wrote there by default could break a user's containers.
-    """
-    environ = os.environ if environ is None else environ
-    euid = os.geteuid() if euid is None else euid
-    if environ.get("LAYERSTORE_ROOT"):
-        return environ["LAYERSTORE_ROOT"]
-    if euid == 0:
-        return "/var/lib/layerstore"
-    data_home = environ.get("XDG_DATA_HOME") or os.path.join(
-        environ.get("HOME") or os.path.expanduser("~"), ".local", "share"
-    )
-    return os.path.join(data_home, "layerstore")
-
-
-def default_run_root(
-    environ: Mapping[str, str] | None = None, euid: int | None = None
-) -> str | None:
-    """The store's run root when ``--run-root`` is not given.
-
-    ``LAYERSTORE_RUN_ROOT``, else ``/run/layerstore`` for root and
-    ``$XDG_RUNTIME_DIR/layerstore`` for everyone else. Without ``XDG_RUNTIME_DIR``: None, the
-    store's own default (``ROOT/run``), because a fixed name in a shared /tmp could be made
-    beforehand by another user.
-    """
-    environ = os.environ if environ is None else environ
-    euid = os.geteuid() if euid is None else euid
-    if environ.get("LAYERSTORE_RUN_ROOT"):
-        return environ["LAYERSTORE_RUN_ROOT"]
-    if euid == 0:
-        return "/run/layerstore"
-    runtime_dir = environ.get("XDG_RUNTIME_DIR")
-    return os.path.join(runtime_dir, "layerstore") if runtime_dir else None
 
 
 # -- failures -----------------------------------------------------------------------------------

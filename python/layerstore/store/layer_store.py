@@ -62,6 +62,7 @@ from ..streams import compressed_chunks, reader_of
 from . import check
 from .check import Problem, find_orphans
 from .index import LayerIndex
+from .locations import default_run_root
 from .locking import LockFile
 from .mounts import MountPoint, decode_mounts, encode_mounts
 from .records import RecordFile
@@ -188,7 +189,11 @@ class LayerStore:
     """A store of container image layers, on disk as containers/storage 1.43 keeps them.
 
     ``root`` holds the layers (``ROOT/<driver>-layers``, ``ROOT/<driver>``); ``run_root`` holds
-    what lasts only until reboot, such as mount counts (default: ``ROOT/run``). ``driver`` is
+    what lasts only until reboot, such as mount counts. The run root defaults to what the
+    ``layerstore`` command uses, so both see the same mounts: ``LAYERSTORE_RUN_ROOT``, else
+    ``/run/layerstore`` for root (``$XDG_RUNTIME_DIR/layerstore`` for other users), with a
+    directory per store below it for stores other than the default one (see
+    :func:`~layerstore.default_run_root`); ``ROOT/run`` without a runtime directory. ``driver`` is
     ``"overlay"`` or ``"vfs"``; by default the store's existing driver, else overlay where the
     kernel offers it. ``engine`` is ``"native"`` or ``"pure"`` (default: ``LAYERSTORE_ENGINE``,
     else native). A store opened ``read_only`` takes shared locks only and refuses mutations.
@@ -203,9 +208,9 @@ class LayerStore:
         engine: str | Engine | None = None,
     ) -> None:
         self.root = os.path.abspath(os.fspath(root))
-        self.run_root = os.path.abspath(
-            os.fspath(run_root) if run_root is not None else os.path.join(self.root, "run")
-        )
+        if run_root is None:
+            run_root = default_run_root(root=self.root) or os.path.join(self.root, "run")
+        self.run_root = os.path.abspath(os.fspath(run_root))
         self.read_only = read_only
         self.engine: Engine = (
             engine if not isinstance(engine, str | None) else select_engine(engine)

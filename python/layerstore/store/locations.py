@@ -1,0 +1,66 @@
+"""Where a store lives when nobody says: the same defaults for the API and the CLI.
+
+Never podman's own storage: a tool that wrote there by default could break a user's
+containers. As podman pairs ``/var/lib/containers/storage`` with ``/run/containers/storage``,
+the default store's run root is ``/run/layerstore``; any other store gets a directory of its
+own below it, so two stores never share a mount table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+
+__all__ = ["default_root", "default_run_root"]
+
+
+def default_root(environ: Mapping[str, str] | None = None, euid: int | None = None) -> str:
+    """The store's root when none is given.
+
+    ``LAYERSTORE_ROOT``, else ``/var/lib/layerstore`` for root and
+    ``$XDG_DATA_HOME/layerstore`` (``~/.local/share/layerstore``) for everyone else.
+    """
+    environ = os.environ if environ is None else environ
+    euid = os.geteuid() if euid is None else euid
+    if environ.get("LAYERSTORE_ROOT"):
+        return environ["LAYERSTORE_ROOT"]
+    if euid == 0:
+        return "/var/lib/layerstore"
+    data_home = environ.get("XDG_DATA_HOME") or os.path.join(
+        environ.get("HOME") or os.path.expanduser("~"), ".local", "share"
+    )
+    return os.path.join(data_home, "layerstore")
+
+
+def default_run_root(
+    environ: Mapping[str, str] | None = None,
+    euid: int | None = None,
+    root: str | os.PathLike[str] | None = None,
+) -> str | None:
+    """The run root (mount counts: what lasts until reboot) of the store at ``root`` when none
+    is given.
+
+    ``LAYERSTORE_RUN_ROOT``, else ``/run/layerstore`` for root and
+    ``$XDG_RUNTIME_DIR/layerstore`` for everyone else; for a ``root`` other than
+    :func:`default_root`, ``stores/<16 hex of the root's sha256>`` below that. Without
+    ``XDG_RUNTIME_DIR``: None, and the store uses ``ROOT/run``, because a fixed name in a
+    shared /tmp could be made beforehand by another user.
+    """
+    environ = os.environ if environ is None else environ
+    euid = os.geteuid() if euid is None else euid
+    if environ.get("LAYERSTORE_RUN_ROOT"):
+        return environ["LAYERSTORE_RUN_ROOT"]
+    if euid == 0:
+        base = "/run/layerstore"
+    elif environ.get("XDG_RUNTIME_DIR"):
+        base = os.path.join(environ["XDG_RUNTIME_DIR"], "layerstore")
+    else:
+        return None
+    if root is None:
+        return base
+    absolute = os.path.abspath(os.fspath(root))
+    if absolute == os.path.abspath(default_root(environ, euid)):
+        return base
+    digest = hashlib.sha256(os.fsencode(absolute)).hexdigest()[:16]
+    return os.path.join(base, "stores", digest)
