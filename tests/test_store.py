@@ -25,6 +25,8 @@ from layerstore import (
     LayerStore,
     LayerStoreError,
     LayerUnknown,
+    LayerUsedByContainer,
+    LayerUsedByImage,
     StoreIsReadOnly,
 )
 from layerstore.engines import Engine
@@ -469,3 +471,42 @@ def test_layer_objects_compare_by_value(store: LayerStore) -> None:
     layer = store.create(names=["l"])
     assert isinstance(layer, Layer)
     assert {layer: 1}[store.get("l")] == 1
+
+
+@pytest.mark.records_only
+def test_layers_that_images_or_containers_use_are_not_deleted(store: LayerStore) -> None:
+    """As containers/storage's store refuses (issue 14, defect 3): a layer that an image of
+    ROOT/<driver>-images or a container of ROOT/<driver>-containers uses stays."""
+    base = store.create(names=["base"])
+    top = store.create(parent=base.id, names=["top"])
+    mapped = store.create(names=["mapped"])
+    rw = store.create(parent=top.id, names=["rw"])
+    spare = store.create(names=["spare"])
+    root, driver = Path(store.root), store.driver.name
+    images, containers = root / f"{driver}-images", root / f"{driver}-containers"
+    images.mkdir()
+    containers.mkdir()
+    (images / "images.lock").write_bytes(b"")
+    (images / "images.json").write_text(
+        json.dumps(
+            [{"id": "a" * 64, "names": ["img:1"], "layer": top.id, "mapped-layers": [mapped.id]}]
+        )
+    )
+    (containers / "containers.json").write_text(
+        json.dumps([{"id": "c" * 64, "names": ["box"], "image": "a" * 64, "layer": rw.id}])
+    )
+    with pytest.raises(LayerUsedByContainer, match=f"{rw.id} is used by container c{{64}} "):
+        store.delete(rw.id)
+    store.delete(rw.id, force=True)
+    with pytest.raises(LayerUsedByImage, match=r"image a{64} \(img:1\)"):
+        store.delete(top.id)
+    with pytest.raises(LayerUsedByImage):
+        store.delete("mapped")
+    with pytest.raises(LayerUsedByImage):
+        store.wipe()
+    store.delete(spare.id)  # nobody uses it
+    assert [layer.id for layer in store.layers()] == [base.id, top.id, mapped.id]
+    (images / "images.json").write_text("[]")
+    store.delete(top.id)
+    store.wipe()
+    assert store.layers() == []

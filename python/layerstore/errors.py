@@ -21,6 +21,8 @@ __all__ = [
     "LayerNotMounted",
     "LayerStoreError",
     "LayerUnknown",
+    "LayerUsedByContainer",
+    "LayerUsedByImage",
     "MountError",
     "NotSupported",
     "StoreIsReadOnly",
@@ -73,6 +75,15 @@ class LayerNotMounted(LayerStoreError):
 
 class LayerHasChildren(LayerStoreError):
     """The layer is the parent of other layers and cannot be deleted (Go: ErrLayerHasChildren)."""
+
+
+class LayerUsedByImage(LayerStoreError):
+    """An image of the store uses the layer, which cannot be deleted (Go: ErrLayerUsedByImage)."""
+
+
+class LayerUsedByContainer(LayerStoreError):
+    """A container of the store uses the layer, which cannot be deleted
+    (Go: ErrLayerUsedByContainer)."""
 
 
 class NotSupported(LayerStoreError):

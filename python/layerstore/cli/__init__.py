@@ -184,7 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--force", action="store_true", help="unmount now, for every user")
 
     with_layer(verb("mounted", verbs.mounted, "print how many times a layer is mounted"))
-    with_layer(verb("delete-layer", verbs.delete_layer, "delete a layer without children"))
+    sub = with_layer(verb("delete-layer", verbs.delete_layer, "delete a layer without children"))
+    sub.add_argument(
+        "--force", action="store_true", help="delete it even if an image or a container uses it"
+    )
     for name, handler, summary, count in (
         ("add-names", verbs.add_names, "add names, moving them from other layers", "+"),
         ("remove-names", verbs.remove_names, "remove names from a layer", "+"),
@@ -227,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--yes", action="store_true", help="really remove and delete")
     sub = verb("wipe", verbs.wipe, "delete every layer of the store")
     sub.add_argument("--yes", action="store_true", help="really delete them all")
+    sub.add_argument(
+        "--force", action="store_true", help="delete them even if images or containers use them"
+    )
     verb("demo", None, "import, mount and diff two layers in a temporary store, timing each step")
     return parser
 

@@ -190,8 +190,9 @@ def mounted(store: LayerStore, arguments: Namespace) -> None:
 
 
 def delete_layer(store: LayerStore, arguments: Namespace) -> None:
-    """``delete-layer``: delete a layer that no other layer builds on."""
-    store.delete(arguments.layer)
+    """``delete-layer``: delete a layer that no other layer builds on (and, without
+    ``--force``, that no image or container uses)."""
+    store.delete(arguments.layer, force=arguments.force)
 
 
 def add_names(store: LayerStore, arguments: Namespace) -> None:
@@ -336,4 +337,4 @@ def wipe(store: LayerStore, arguments: Namespace) -> None:
             f"wipe deletes all {count} layer(s) of the {store.driver.name} store at "
             f"{store.root!r}: add --yes to do it"
         )
-    store.wipe()
+    store.wipe(force=arguments.force)

@@ -66,6 +66,7 @@ from .locations import default_run_root
 from .locking import LockFile
 from .mounts import MountPoint, decode_mounts, encode_mounts
 from .records import RecordFile
+from .users import LayerUsers
 
 __all__ = ["LayerOptions", "LayerStore"]
 
@@ -220,6 +221,7 @@ class LayerStore:
         self.layers_dir = os.path.join(self.root, f"{driver_name}-layers")
         self.mounts_dir = os.path.join(self.run_root, f"{driver_name}-layers")
         self._index = LayerIndex()
+        self._users = LayerUsers(self.root, driver_name)
         self._mounts: dict[str, MountPoint] = {}
         self._load_mutex = threading.Lock()  # one reload at a time among reader threads
         self._closed = False
@@ -882,8 +884,14 @@ class LayerStore:
                 self._mounts.pop(layer_id, None)
                 self._save(mounts=True)
 
-    def delete(self, name: str) -> None:
-        """Delete a layer and all its files; raises LayerHasChildren if layers build on it."""
+    def delete(self, name: str, force: bool = False) -> None:
+        """Delete a layer and all its files.
+
+        Raises LayerHasChildren if layers build on it, and LayerUsedByImage or
+        LayerUsedByContainer if an image or a container of the store (podman's, in
+        ``ROOT/<driver>-images`` and ``ROOT/<driver>-containers``) uses it, unless ``force``:
+        deleting such a layer breaks podman for the whole store.
+        """
         with self._writing():
             layer_id = self._index.lookup(name)
             children = self._index.children(layer_id)
@@ -892,6 +900,8 @@ class LayerStore:
                     f"layer {layer_id} is the parent of {len(children)} layer(s), "
                     f"e.g. {children[0].id}: delete those first"
                 )
+            if not force:
+                self._users.refuse_deleting({layer_id})
             self._delete_locked(layer_id)
 
     def _delete_locked(self, layer_id: str) -> None:
@@ -916,9 +926,12 @@ class LayerStore:
             os.unlink(tar_split_path(self.layers_dir, layer_id))
         remove_tree(big_data_dir(self.layers_dir, layer_id))
 
-    def wipe(self) -> None:
-        """Delete every layer, children before their parents."""
+    def wipe(self, force: bool = False) -> None:
+        """Delete every layer, children before their parents; like :meth:`delete`, refused
+        when an image or a container uses any of them, unless ``force``."""
         with self._writing():
+            if not force:
+                self._users.refuse_deleting(set(self._index_ids()))
             for layer in reversed(list(self._index)):
                 self._delete_locked(layer.id)
 
