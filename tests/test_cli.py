@@ -359,7 +359,9 @@ def test_diff_to_a_file_matches_the_digest(any_cli: Cli, tmp_path: Path) -> None
         assert sha256(target.read_bytes()) == digests[layer_id]
         assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()
     # Without --compression the blob's own compression comes back (gzip for the base).
-    any_cli.ok("diff", "base", "-o", str(tmp_path / "base.tgz"))
+    chosen = any_cli("diff", "base", "-o", str(tmp_path / "base.tgz"))
+    assert chosen.returncode == 0
+    assert chosen.stderr.startswith(f"layerstore: wrote {tmp_path / 'base.tgz'} (gzip, ")
     assert sha256(gzip.decompress((tmp_path / "base.tgz").read_bytes())) == digests[base_id]
     any_cli.ok("diff", "app", "--compression", "zstd", "-o", str(tmp_path / "app.zst"))
     unzstd = zstandard.ZstdDecompressor().decompressobj()
@@ -826,3 +828,58 @@ def test_default_run_roots_of_two_stores_differ(tmp_path: Path) -> None:
     assert first.startswith("/run/layerstore/stores/")
     assert default_run_root(home, 0, root="/var/lib/layerstore") == "/run/layerstore"
     assert default_run_root(home, 1000, root=tmp_path / "a") is None
+
+
+def test_a_second_driver_never_takes_over_silently(tmp_path: Path) -> None:
+    """Issue 14, defect 7: one --driver overlay command on a vfs store warns that it makes a
+    separate store, and from then on a plain command refuses to guess, naming both."""
+    root = str(tmp_path / "root")
+    assert run("--root", root, "--driver", "vfs", "create-layer", "--name", "mine").returncode == 0
+    other = run("--root", root, "--driver", "overlay", "create-layer", "--name", "other")
+    assert other.returncode == 0, other.stderr
+    assert "holds vfs layers; a separate overlay layer store" in other.stderr
+    assert_one_line_error(run("--root", root, "layers"), "several drivers", "overlay, vfs")
+    listed = run("--root", root, "--driver", "vfs", "layers", "--json")
+    assert [layer["names"] for layer in listed.json()] == [["mine"]]
+
+
+def test_a_root_that_is_a_file_is_named_as_such(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    assert_one_line_error(run("--root", str(tmp_path / "file"), "layers"), "it is a file")
+    assert_one_line_error(
+        run("--root", str(tmp_path / "file" / "sub"), "layers"), "a part of it is a file"
+    )
+
+
+def test_diff_output_compression_follows_the_file_name(cli: Cli, tmp_path: Path) -> None:
+    tar = build_tar([Entry(b"f", "file", data=b"x" * 5000)])
+    blob = tmp_path / "layer.tar.gz"
+    blob.write_bytes(gzip.compress(tar))
+    layer_id = cli("import", str(blob)).stdout.split()[0].decode()
+    for name, check in (
+        ("plain.tar", lambda data: data == tar),
+        ("again.tgz", lambda data: gzip.decompress(data) == tar),
+        ("small.tar.zst", lambda data: zstd_decompress(data) == tar),
+        ("no-suffix", lambda data: gzip.decompress(data) == tar),  # the layer's own: gzip
+    ):
+        written = cli("diff", layer_id, "-o", str(tmp_path / name))
+        assert written.returncode == 0, written.stderr
+        assert check((tmp_path / name).read_bytes()), name
+        size = (tmp_path / name).stat().st_size
+        assert f"wrote {tmp_path / name} (" in written.stderr
+        assert f", {size} bytes)" in written.stderr
+    forced = cli("diff", layer_id, "--compression", "gzip", "-o", str(tmp_path / "x.tar"))
+    assert gzip.decompress((tmp_path / "x.tar").read_bytes()) == tar, forced.stderr
+
+
+def zstd_decompress(data: bytes) -> bytes:
+    return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+
+
+def test_importing_an_empty_stream_says_so(cli: Cli) -> None:
+    result = cli("import", "-", input=b"")
+    assert result.returncode == 0, result.stderr
+    assert "was empty: the new layer is empty" in result.stderr
+    layer_id = result.stdout.split()[0].decode()
+    with cli.api() as store:
+        assert store.get(layer_id).uncompressed_size == 0

@@ -92,6 +92,9 @@ def import_layer(store: LayerStore, arguments: Namespace) -> None:
             raise CommandError(
                 f"cannot import {arguments.file!r}: {exc}; nothing was stored"
             ) from None
+    if layer.compressed_size == 0:
+        # Go makes an empty layer of an empty stream too; say so, as it may be a mistake.
+        print(f"{PROG}: {arguments.file} was empty: the new layer is empty", file=sys.stderr)
     print(layer.id)
 
 
@@ -107,6 +110,20 @@ def apply_diff(store: LayerStore, arguments: Namespace) -> None:
             ) from None
 
 
+_SUFFIX_COMPRESSIONS = ((".tar", "none"), (".tar.gz", "gzip"), (".tgz", "gzip"),
+                        (".tar.zst", "zstd"), (".tzst", "zstd"))  # fmt: skip
+
+
+def compression_of_name(path: str) -> str | None:
+    """The compression a file name's suffix asks for (``.tar``, ``.tar.gz``/``.tgz``,
+    ``.tar.zst``), or None."""
+    name = os.path.basename(path).lower()
+    for suffix, compression in _SUFFIX_COMPRESSIONS:
+        if name.endswith(suffix):
+            return compression
+    return None
+
+
 def diff(store: LayerStore, arguments: Namespace) -> None:
     """``diff``: the layer's tarball, to stdout or (atomically) to ``-o FILE``."""
     to_stdout = arguments.output in (None, "-")
@@ -115,12 +132,17 @@ def diff(store: LayerStore, arguments: Namespace) -> None:
             "refusing to write a tarball to a terminal: redirect stdout, or use -o FILE"
         )
     layer = store.get(arguments.layer)
+    # Without --compression, a file's name says what it holds (base.tar is a plain tar); a
+    # name with no known suffix, and stdout, get the compression of the layer's own blob.
+    compression = arguments.compression or (
+        None if to_stdout else compression_of_name(arguments.output)
+    )
     try:
-        stream = store.diff(layer.id, arguments.from_layer, arguments.compression)
+        stream = store.diff(layer.id, arguments.from_layer, compression)
     except NotSupported as exc:
         raise CommandError(f"{exc} with --compression") from None
+    compression = compression or layer.compression.name.lower()
     # Only an uncompressed diff against the parent has a length known before it is written.
-    compression = arguments.compression or layer.compression.name.lower()
     exact = compression == "none" and not arguments.from_layer and layer.uncompressed_digest
     # No bar when the tarball goes to stdout: it is piped on to another program (a terminal
     # is refused above), whose own output the bar would garble.
@@ -152,6 +174,13 @@ def diff(store: LayerStore, arguments: Namespace) -> None:
             if to_stdout or not about_output:
                 raise
             raise CommandError(f"cannot write {os_error(exc, arguments.output)}") from None
+    if not to_stdout and not arguments.compression:
+        # The compression was chosen here, not asked for: say which.
+        print(
+            f"{PROG}: wrote {arguments.output} ({compression}, "
+            f"{os.path.getsize(arguments.output)} bytes)",
+            file=sys.stderr,
+        )
 
 
 def changes(store: LayerStore, arguments: Namespace) -> None:

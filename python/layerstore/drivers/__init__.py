@@ -17,11 +17,19 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 
 from ..engines import Engine
+from ..errors import LayerStoreError
 from ..layer import IDMap
 from .changes import Change, DirectoryView, TreeView, changes_size, compare_trees, tar_of_changes
 from .idmaps import shift_ownership
 
-__all__ = ["DRIVER_NAMES", "Driver", "choose_driver", "open_driver", "remove_tree"]
+__all__ = [
+    "DRIVER_NAMES",
+    "Driver",
+    "choose_driver",
+    "existing_drivers",
+    "open_driver",
+    "remove_tree",
+]
 
 DRIVER_NAMES = ("overlay", "vfs")
 
@@ -207,17 +215,35 @@ def _probe_overlay(root: str, engine: Engine) -> tuple[bool, str]:
         shutil.rmtree(probe, ignore_errors=True)
 
 
+def existing_drivers(root: str) -> list[str]:
+    """The drivers of the layer stores the root already holds."""
+    return [
+        name
+        for name in DRIVER_NAMES
+        if os.path.exists(os.path.join(root, f"{name}-layers", "layers.json"))
+    ]
+
+
 def choose_driver(root: str, requested: str | None, engine: Engine) -> tuple[str, str]:
-    """The driver for the store at ``root`` and why it was chosen."""
+    """The driver for the store at ``root`` and why it was chosen.
+
+    Never a silent switch: the root's own driver when it has one store; a root that holds
+    stores of several drivers must be told which (LayerStoreError names them).
+    """
     if requested is not None:
         if requested not in DRIVER_NAMES:
             raise ValueError(
                 f"unknown driver {requested!r}: choose one of {', '.join(DRIVER_NAMES)}"
             )
         return requested, "asked for"
-    for name in DRIVER_NAMES:
-        if os.path.exists(os.path.join(root, f"{name}-layers", "layers.json")):
-            return name, f"the store at {root} already uses {name}"
+    existing = existing_drivers(root)
+    if len(existing) > 1:
+        raise LayerStoreError(
+            f"the store at {root} holds layer stores of several drivers "
+            f"({', '.join(existing)}): say which one to use (driver=..., --driver)"
+        )
+    if existing:
+        return existing[0], f"the store at {root} already uses {existing[0]}"
     available, reason = _overlay_available(root, engine)
     return ("overlay" if available else "vfs"), reason
 

@@ -21,14 +21,16 @@ import contextlib
 import io
 import json
 import os
+import stat
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, Literal, Self, TypedDict, Unpack, cast
 
 from .. import gojson
 from ..atomic import write_atomic
-from ..drivers import Driver, choose_driver, open_driver, remove_tree
+from ..drivers import Driver, choose_driver, existing_drivers, open_driver, remove_tree
 from ..drivers.changes import Change
 from ..engines import ApplyResult, DiffSource, Engine, check_diff_compression, select_engine
 from ..errors import (
@@ -171,6 +173,29 @@ def _dedupe(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(check_name(name) for name in names))
 
 
+def _check_root(root: str) -> None:
+    """Refuse a root that cannot be a store, saying why (a file, or out of reach)."""
+    try:
+        info = os.stat(root)
+    except FileNotFoundError:
+        return  # made on the first read-write open
+    except NotADirectoryError:
+        raise LayerStoreError(f"cannot use {root} as a store: a part of it is a file") from None
+    except PermissionError:
+        raise LayerStoreError(
+            f"cannot reach the store at {root}: permission denied on a directory above it"
+        ) from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise LayerStoreError(f"cannot use {root} as a store: it is a file, not a directory")
+
+
+def _owner(path: str) -> str:
+    try:
+        return str(os.stat(path).st_uid)
+    except OSError:
+        return "unknown"
+
+
 def _with_contents(layer: Layer, contents: Layer | ApplyResult) -> Layer:
     """``layer`` described as holding the files of ``contents``: a template layer's, or those
     an apply just wrote."""
@@ -216,7 +241,15 @@ class LayerStore:
         self.engine: Engine = (
             engine if not isinstance(engine, str | None) else select_engine(engine)
         )
+        _check_root(self.root)
         driver_name, self._driver_reason = choose_driver(self.root, driver, self.engine)
+        others = [name for name in existing_drivers(self.root) if name != driver_name]
+        if others and not read_only and driver_name not in existing_drivers(self.root):
+            warnings.warn(
+                f"the store at {self.root} holds {', '.join(others)} layers; a separate "
+                f"{driver_name} layer store is made beside them (it shares none of them)",
+                stacklevel=2,
+            )
         self.driver: Driver = open_driver(driver_name, self.root, self.engine)
         self.layers_dir = os.path.join(self.root, f"{driver_name}-layers")
         self.mounts_dir = os.path.join(self.run_root, f"{driver_name}-layers")
@@ -229,11 +262,19 @@ class LayerStore:
         layers_lock_path = os.path.join(self.layers_dir, "layers.lock")
         mounts_lock_path = os.path.join(self.mounts_dir, "mountpoints.lock")
         if read_only:
-            if not os.path.isdir(self.layers_dir):
+            try:
+                os.stat(os.path.join(self.layers_dir, "layers.lock"))
+            except PermissionError:
                 raise LayerStoreError(
-                    f"no {driver_name} layer store at {self.root} to open read-only "
-                    f"({self.layers_dir} does not exist)"
-                )
+                    f"cannot read the store at {self.root}: permission denied on "
+                    f"{self.layers_dir} (it belongs to uid {_owner(self.layers_dir)})"
+                ) from None
+            except (FileNotFoundError, NotADirectoryError):
+                if not os.path.isdir(self.layers_dir):
+                    raise LayerStoreError(
+                        f"no {driver_name} layer store at {self.root} to open read-only "
+                        f"({self.layers_dir} does not exist)"
+                    ) from None
             try:
                 layers_lock = LockFile.open(layers_lock_path, read_only=True)
             except FileNotFoundError:
