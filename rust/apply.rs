@@ -219,8 +219,13 @@ fn walk_and_extract(
         extractor.extract(&header, &mut |sink| walker.read_content(sink))?;
     }
     let (mut packer, short_last) = walker.finish_trailing()?;
-    let zstd = matches!(stream.end, Some((Compression::Zstd, _, _)));
-    if !(zstd && short_last) {
+    // Go's zstd and xz readers return the last bytes together with the end of the stream, so
+    // Go writes no empty segment after a short last one there (docs/apply.md step 8).
+    let eof_with_data = matches!(
+        stream.end,
+        Some((Compression::Zstd | Compression::Xz, _, _))
+    );
+    if !(eof_with_data && short_last) {
         packer.add_segment(&[])?;
     }
     let buffered = packer.into_inner().finish().at(temporary)?;

@@ -29,6 +29,9 @@ BLOBS = {
         ]
     ),
     "zstd": compress(build_tar([Entry(b"z", "file", data=b"zstd" * 1000)]), Compression.ZSTD),
+    # Go's xz reader, like its zstd reader, returns the last bytes together with end-of-file.
+    "xz": compress(build_tar([Entry(b"x", "file", data=b"xz" * 1000)]), Compression.XZ),
+    "bzip2": compress(build_tar([Entry(b"b", "file", data=b"bz" * 1000)]), Compression.BZIP2),
 }
 
 

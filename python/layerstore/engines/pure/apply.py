@@ -88,8 +88,9 @@ def apply_layer(request: ApplyRequest) -> ApplyResult:
             decompressing_reader(_Prefixed(head, compressed), compression),
             trusted_uncompressed_digest is None,
         )
-        zstd = compression is Compression.ZSTD
-        uids, gids = _walk(TarWalker(uncompressed), extractor, writer, zstd)
+        # Go's zstd and xz readers return the last bytes together with the end of the stream.
+        eof_with_data = compression in (Compression.ZSTD, Compression.XZ)
+        uids, gids = _walk(TarWalker(uncompressed), extractor, writer, eof_with_data)
         extractor.finish()
         fault("apply:before-tar-split")
         writer.commit()
@@ -128,7 +129,7 @@ def _hex(reader: _CountingReader) -> str:
 
 
 def _walk(
-    walker: TarWalker, extractor: Extractor, writer: TarSplitWriter, zstd: bool
+    walker: TarWalker, extractor: Extractor, writer: TarSplitWriter, eof_with_data: bool
 ) -> tuple[set[int], set[int]]:
     uids: set[int] = set()
     gids: set[int] = set()
@@ -151,9 +152,9 @@ def _walk(
     for chunk in walker.trailing(_READ_SIZE):
         writer.segment(chunk)
         short_last = len(chunk) < _READ_SIZE
-    # Go writes this empty segment when its last read returned nothing; its zstd reader hands
-    # the last bytes over together with the end of the stream, so none follows those.
-    if not (zstd and short_last):
+    # Go writes this empty segment when its last read returned nothing; its zstd and xz
+    # readers hand the last bytes over together with the end of the stream, so none follows.
+    if not (eof_with_data and short_last):
         writer.segment(b"")
     return uids, gids
 
