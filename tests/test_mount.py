@@ -167,6 +167,21 @@ def test_a_mount_dropped_behind_our_back_is_mounted_again(tmp_path: Path) -> Non
 
 
 @needs_overlay
+def test_read_only_check_reports_stale_counts_as_read_write_does(tmp_path: Path) -> None:
+    """Issue 14, defect 4: a read-only check sees the mount table too."""
+    store = LayerStore(tmp_path / "store", tmp_path / "run", driver="overlay")
+    layer, _ = store.put(build_tar([Entry(b"f", "file", data=b"x")]))
+    path = store.mount(layer.id)
+    subprocess.run(["umount", path], check=True)
+    reader = LayerStore(store.root, store.run_root, driver="overlay", read_only=True)
+    assert [problem.kind for problem in reader.check()] == ["stale-mount"]
+    assert reader.check() == store.check()
+    assert reader.get(layer.id).mount_count == 1
+    store.repair()
+    assert reader.check() == []
+
+
+@needs_overlay
 def test_a_deep_chain_mounts(tmp_path: Path) -> None:
     store = LayerStore(tmp_path / "store", driver="overlay")
     parent = None

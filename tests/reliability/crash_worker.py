@@ -77,8 +77,14 @@ def main() -> None:
             else:
                 store.mount(layer.id)
 
+    def unmount() -> None:
+        for layer in store.layers():
+            if layer.mount_count:
+                store.unmount(layer.id)
+                return
+
     operations = {"put": put, "delete": delete, "names": names, "big-data": big_data,
-                  "mount": mount}  # fmt: skip
+                  "mount": mount, "unmount": unmount}  # fmt: skip
     if operation:
         operations[operation]()
         return

@@ -83,7 +83,12 @@ FAULTS = {
     "delete:files-removed": "delete",
     "set-big-data:written": "big-data",
     "mount:mounted": "mount",
+    # A mounted layer (MOUNTED_FIRST): its count written but the kernel mount still there,
+    # and a delete whose layers.json is written but not yet the mount table.
+    "unmount:uncounted": "unmount",
+    "save:layers-written": "delete",
 }
+MOUNTED_FIRST = {"unmount:uncounted", "save:layers-written"}
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
@@ -93,6 +98,9 @@ def test_kill_at_a_chosen_point(store: LayerStore, tmp_path: Path, fault: str) -
     journal = tmp_path / "journal"
     setup = start_worker(store, 1, journal, "put")
     assert setup.wait() == 0
+    if fault in MOUNTED_FIRST:
+        assert start_worker(store, 1, journal, "mount").wait() == 0
+        assert reopen(store).layers()[0].mount_count == 1
     worker = start_worker(store, 2, journal, FAULTS[fault], fault)
     _, errors = worker.communicate()
     assert worker.returncode == -signal.SIGKILL, (
@@ -100,6 +108,9 @@ def test_kill_at_a_chosen_point(store: LayerStore, tmp_path: Path, fault: str) -
     )
     recovered = reopen(store)
     assert_consistent(recovered, journal)
+    assert not [point for point in mount_points() if point.startswith(str(store.root))], (
+        "a kernel mount that no count records was left behind"
+    )
     if fault == "mount:mounted":
         # The kernel mount exists but no count records it: it is the one leak a kill here
         # leaves, and mounting again adopts it instead of stacking a second mount.

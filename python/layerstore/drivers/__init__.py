@@ -88,6 +88,10 @@ class Driver(ABC):
         """Where the kernel has the layer mounted right now, if anywhere."""
         return None
 
+    def mounted_layers(self) -> list[str]:
+        """Ids of the layers the kernel has mounted right now (one read of the mount table)."""
+        return []
+
     def update_id_map(
         self,
         layer_id: str,

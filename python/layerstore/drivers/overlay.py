@@ -30,7 +30,7 @@ from .changes import (
     changes_size,
     tar_entries,
 )
-from .mountinfo import is_mount_point
+from .mountinfo import is_mount_point, mount_points
 
 __all__ = ["OverlayDriver"]
 
@@ -136,6 +136,16 @@ class OverlayDriver(Driver):
     def mounted_at(self, layer_id: str) -> str | None:
         merged = os.path.join(self._dir(layer_id), "merged")
         return merged if is_mount_point(merged) else None
+
+    def mounted_layers(self) -> list[str]:
+        prefix = self.home + os.sep
+        found = []
+        for point in mount_points():
+            if point.startswith(prefix) and point.endswith(os.sep + "merged"):
+                layer_id = point[len(prefix) : -len(os.sep + "merged")]
+                if os.sep not in layer_id:
+                    found.append(layer_id)
+        return found
 
     def unmount(self, layer_id: str) -> None:
         merged = os.path.join(self._dir(layer_id), "merged")

@@ -282,7 +282,13 @@ class LayerStore:
                     f"cannot open the store at {self.root} read-only: its lock file "
                     f"{layers_lock_path} is missing (opening the store read-write once makes it)"
                 ) from None
-            mounts_lock = None  # opened on the first ro mount: counts in our own run root
+            # The mount table is read where it exists (check reports stale counts as a
+            # read-write check does); otherwise it is made on the first ro mount.
+            mounts_lock = None
+            if os.path.exists(mounts_lock_path):
+                mounts_lock = LockFile.open(
+                    mounts_lock_path, read_only=not os.access(mounts_lock_path, os.W_OK)
+                )
         else:
             for directory in (self.layers_dir, self.mounts_dir):
                 os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -300,6 +306,7 @@ class LayerStore:
                 # Loading for writing removed incomplete layers and repaired names; what
                 # a process that died left without any record goes too.
                 self._remove(find_orphans(self.layers_dir, self.driver, self._index_ids()))
+                self._settle_mount_table()
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -467,6 +474,7 @@ class LayerStore:
             data = gojson.dumps([layer.to_json() for layer in self._index]).encode("utf-8")
             self._layers_file.write(data)
             if mounts:
+                fault("save:layers-written")
                 self._save_mounts()
         except BaseException:
             self._layers_file.forget()
@@ -644,10 +652,38 @@ class LayerStore:
                     self._mounts[layer_id] = MountPoint(current.path, current.count - 1)
                     self._write_mounts()
                     return True
-                self.driver.unmount(layer_id)
+                # The count goes first: a kill between the two leaves a kernel mount nobody
+                # counts, which the next read-write open unmounts, never a count for a mount
+                # that is gone.
                 del self._mounts[layer_id]
                 self._write_mounts()
+                fault("unmount:uncounted")
+                try:
+                    self.driver.unmount(layer_id)
+                except BaseException:
+                    self._mounts[layer_id] = current
+                    self._write_mounts()
+                    raise
                 return False
+
+    def _settle_mount_table(self) -> None:
+        """Put right what a process killed half-way through a mount, an unmount or a delete
+        left in the mount table (under the exclusive lock, on a read-write open).
+
+        Counts for layers that are gone are dropped (a kill between writing layers.json and
+        mountpoints.json), and kernel mounts of our layers that no count records (a kill
+        between a mount and its count, or between an unmount's count and the unmount) are
+        unmounted: every user, Go's too, counts its mounts in this table. A count the kernel
+        no longer backs stays, as Go keeps it: its users still unmount (check reports it).
+        """
+        with self._mount_table():
+            on_disk = decode_mounts(self._mounts_file.read(), source=self._mounts_file.path)
+            self._mounts = {key: value for key, value in on_disk.items() if key in self._index}
+            if set(on_disk) - set(self._mounts):
+                self._write_mounts()
+            for layer_id in self.driver.mounted_layers():
+                if layer_id in self._index and layer_id not in self._mounts:
+                    self.driver.unmount(layer_id)
 
     def _mounted_layer(self, name: str) -> str:
         try:
