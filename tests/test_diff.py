@@ -195,16 +195,21 @@ def test_changes_list_adds_modifications_and_deletions(store: LayerStore) -> Non
         ),
         parent=base.id,
     )
-    assert store.changes(top.id) == [
+    common = [
         Change("/etc", "modify"),
         Change("/etc/added", "add"),
         Change("/etc/change", "modify"),
         Change("/etc/remove", "delete"),
-        Change("/opaque", "modify"),
-        Change("/opaque/fresh", "add"),
-        Change("/opaque/hidden", "delete"),
     ]
-    # The same changes from the trees, against the parent named explicitly or implicitly.
+    if store.driver.name == "vfs":
+        # Go's naive walk (vfs): the opaque directory is modified, what it hides deleted.
+        expected = [*common, Change("/opaque", "modify"), Change("/opaque/fresh", "add"),
+                    Change("/opaque/hidden", "delete")]  # fmt: skip
+    else:
+        # Go's overlay walk: an opaque directory over a lower one is the lower one deleted.
+        expected = [*common, Change("/opaque", "delete"), Change("/opaque/fresh", "add")]
+    assert store.changes(top.id) == expected
+    # The same changes against the parent named explicitly or implicitly.
     assert store.changes(top.id, base.id) == store.changes(top.id)
     assert [change.kind for change in store.changes(base.id)] == ["add"] * 6
 

@@ -62,12 +62,9 @@ def test_changes_agree(go: GoStore, ours: Callable[[], LayerStore]) -> None:
         (change["Path"], kinds[change["Kind"]]) for change in go.json("changes", ids["upper"])
     )
     ours_changes = sorted((change.path, change.kind) for change in ours().changes(ids["upper"]))
-    if go.driver == "vfs":
-        assert ours_changes == go_changes
-    else:
-        # Go's overlay lists an opaque directory as deleted (it is, below); we list it as
-        # modified plus the lower entries it hides. Everything else is the same.
-        assert {path for path, _ in go_changes} <= {path for path, _ in ours_changes}
+    # Both drivers follow Go's rules (overlay: an untouched directory is no change, an opaque
+    # directory over a lower one is a deleted directory): the same list (issue 14, defect 2).
+    assert ours_changes == go_changes
 
 
 def test_mount_counts_and_trees(go: GoStore, ours: Callable[[], LayerStore]) -> None:

@@ -25,7 +25,6 @@ from .changes import (
     OPAQUE_MARKER,
     WHITEOUT_PREFIX,
     Change,
-    ChangeKind,
     TreeView,
     changes_size,
     tar_entries,
@@ -196,6 +195,16 @@ class OverlayDriver(Driver):
         ``.wh..wh..opq`` when a lower layer has them."""
         upper = os.path.join(self._dir(layer_id), "diff")
         below = self._view_or_empty(parent_id)
+        # Go's overlay changes (archive.OverlayChanges): a directory the layer only holds to
+        # reach what it changes inside (same size, mode and mtime as below) is no change; the
+        # parent of an added or deleted path is, unless it was reported already.
+        reported_dirs: set[str] = set()
+
+        def parent_of(path: str) -> Iterator[_Step]:
+            parent = os.path.dirname(path)
+            if parent and parent not in reported_dirs:
+                reported_dirs.add(parent)
+                yield None, Change("/" + parent, "modify")
 
         def walk(directory: str) -> Iterator[_Step]:
             for name in sorted(os.listdir(os.path.join(upper, directory))):
@@ -203,22 +212,36 @@ class OverlayDriver(Driver):
                 real = os.path.join(upper, path)
                 info = os.lstat(real)
                 if is_whiteout(info):
+                    yield from parent_of(path)
                     yield (
                         (_join(directory, WHITEOUT_PREFIX + name), None, None),
                         Change("/" + path, "delete"),
                     )
                     continue
                 lower = below.lstat(path)
-                kind: ChangeKind = "modify" if lower is not None else "add"
-                yield (path, real, info), Change("/" + path, kind)
+                change: Change | None = Change("/" + path, "add" if lower is None else "modify")
+                if lower is None:
+                    yield from parent_of(path)
+                elif stat.S_ISDIR(info.st_mode) and _same_directory(info, lower):
+                    change = None
+                opaque_over_lower = (
+                    lower is not None
+                    and stat.S_ISDIR(info.st_mode)
+                    and stat.S_ISDIR(lower.st_mode)
+                    and is_opaque(real)
+                )
+                if opaque_over_lower:
+                    # Go reports the directory below as deleted (it is: nothing of it shows),
+                    # and what the opaque directory holds as added or modified.
+                    yield from parent_of(path)
+                    change = Change("/" + path, "delete")
+                if stat.S_ISDIR(info.st_mode) and change is not None:
+                    reported_dirs.add(path)
+                yield (path, real, info), change
                 if not stat.S_ISDIR(info.st_mode):
                     continue
-                if lower is not None and stat.S_ISDIR(lower.st_mode) and is_opaque(real):
+                if opaque_over_lower:
                     yield (_join(path, OPAQUE_MARKER), None, None), None
-                    own = set(os.listdir(real))
-                    for hidden in below.listdir(path):
-                        if hidden not in own:
-                            yield None, Change("/" + _join(path, hidden), "delete")
                 yield from walk(path)
 
         yield from walk("")
@@ -268,6 +291,22 @@ class OverlayDriver(Driver):
 
 OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
 _Item = tuple[str, str | None, os.stat_result | None]  # a tar item: name, real path, stat
+
+
+def _same_directory(upper: os.stat_result, lower: os.stat_result) -> bool:
+    """Go's test for a directory left as it was: a directory below too, with the same size
+    and mode, and the same mtime (to the second when either has no nanoseconds: sameFsTime)."""
+    if not stat.S_ISDIR(lower.st_mode):
+        return False
+    if upper.st_size != lower.st_size or upper.st_mode != lower.st_mode:
+        return False
+    if upper.st_mtime_ns == lower.st_mtime_ns:
+        return True
+    upper_s, upper_ns = divmod(upper.st_mtime_ns, 1_000_000_000)
+    lower_s, lower_ns = divmod(lower.st_mtime_ns, 1_000_000_000)
+    return upper_s == lower_s and (upper_ns == 0 or lower_ns == 0)
+
+
 _Step = tuple[_Item | None, Change | None]  # what one entry of the upper directory gives
 
 
