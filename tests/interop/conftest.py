@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from layerstore import LayerStore
 from layerstore.drivers.mountinfo import mount_points
 
 from ..conftest import overlay_usable
+from .clients import IMAGE, IMAGE_REF, Clients, image_layers, require_tools, write_oci_layout
 
 GO_CLI = shutil.which("containers-storage")
 TAR_SPLIT = shutil.which("tar-split")
@@ -104,3 +106,69 @@ def ours(
 def requires_mounts(driver: str) -> None:
     if driver == "overlay" and not overlay_usable():
         pytest.skip("overlay mounts need root")
+
+
+# -- podman, skopeo and buildah (issue 14; the wrappers are in clients.py) ---------------------
+
+# Where the real clients keep state when nothing says otherwise: the tests must not create
+# (or change) any of these. clients.py points every setting of the tools elsewhere.
+MACHINE_PATHS = (
+    "/var/lib/containers",
+    "/run/containers",
+    "/run/libpod",
+    "/run/runc",
+    "/etc/cni/net.d/cni.lock",
+    "/var/cache/containers",
+)
+
+
+def _machine_state() -> dict[str, float | None]:
+    state: dict[str, float | None] = {}
+    for path in MACHINE_PATHS:
+        try:
+            state[path] = os.stat(path).st_mtime
+        except FileNotFoundError:
+            state[path] = None
+    return state
+
+
+MACHINE_BEFORE = _machine_state()  # when pytest collects this suite, before any test
+
+
+def machine_changes() -> list[str]:
+    now = _machine_state()
+    return [path for path in MACHINE_PATHS if now[path] != MACHINE_BEFORE[path]]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A failure of an xfail test's teardown counts as its expected failure: this check
+    cannot be hidden that way."""
+    changed = machine_changes()
+    if changed:
+        print(f"\nERROR: the tests changed the machine's own container state: {changed}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def oci_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test image (busybox, then the suite's base and whiteout layers) as an OCI layout."""
+    return write_oci_layout(tmp_path_factory.mktemp("oci"), IMAGE_REF, image_layers())
+
+
+@pytest.fixture
+def clients(tmp_path: Path, driver_name: str) -> Iterator[Clients]:
+    """podman, skopeo and buildah on a fresh private store; everything undone afterwards."""
+    require_tools()
+    opened = Clients(tmp_path / "clients", driver_name)
+    try:
+        yield opened
+    finally:
+        opened.cleanup()
+    assert machine_changes() == [], "the real clients changed the machine's own storage"
+
+
+@pytest.fixture
+def image(clients: Clients, oci_layout: Path) -> str:
+    """The test image, copied into the clients' store by skopeo; returns its name."""
+    clients.copy_in(oci_layout, IMAGE_REF, IMAGE)
+    return IMAGE
