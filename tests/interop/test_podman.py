@@ -10,7 +10,7 @@ import hashlib
 
 import pytest
 
-from layerstore import LayerStore, LayerStoreError
+from layerstore import LayerStore, LayerStoreError, LayerUsedByContainer, LayerUsedByImage
 from layerstore.engines import Engine
 
 from .clients import (
@@ -124,10 +124,7 @@ def test_podman_run_after_layerstore_changes(clients: Clients, image: str, engin
 
 # -- defect 3: layers podman uses ------------------------------------------------------------
 
-DEFECT_3 = pytest.mark.xfail(strict=True, reason="issue 14 defect 3")
 
-
-@DEFECT_3
 def test_deleting_an_image_layer_is_refused(clients: Clients, image: str, engine: Engine) -> None:
     store = clients.open(engine)
     top = clients.top_layer(image)
@@ -135,14 +132,13 @@ def test_deleting_an_image_layer_is_refused(clients: Clients, image: str, engine
     for name in (top[:12], top):  # Go 1.43 forgets its checks for an id prefix: we must not
         with pytest.raises(LayerStoreError) as refused:
             store.delete(name)
-        assert type(refused.value) is not LayerStoreError, "a subclass says why"
+        assert isinstance(refused.value, LayerUsedByImage)
         assert image_id in str(refused.value) or IMAGE in str(refused.value)
     assert store.exists(top)
-    store.delete(top, force=True)  # type: ignore[call-arg]
+    store.delete(top, force=True)
     assert not store.exists(top)
 
 
-@DEFECT_3
 def test_deleting_a_container_layer_is_refused(
     clients: Clients, image: str, engine: Engine
 ) -> None:
@@ -151,8 +147,8 @@ def test_deleting_a_container_layer_is_refused(
     layer = clients.container_layer(container)
     with pytest.raises(LayerStoreError) as refused:
         store.delete(layer)
-    assert type(refused.value) is not LayerStoreError, "a subclass says why"
+    assert isinstance(refused.value, LayerUsedByContainer)
     assert container in str(refused.value)
     assert store.exists(layer)
-    store.delete(layer, force=True)  # type: ignore[call-arg]
+    store.delete(layer, force=True)
     assert not store.exists(layer)

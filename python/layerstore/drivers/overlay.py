@@ -197,14 +197,16 @@ class OverlayDriver(Driver):
         below = self._view_or_empty(parent_id)
         # Go's overlay changes (archive.OverlayChanges): a directory the layer only holds to
         # reach what it changes inside (same size, mode and mtime as below) is no change; the
-        # parent of an added or deleted path is, unless it was reported already.
+        # directories above an added or deleted path are, unless they were reported already.
         reported_dirs: set[str] = set()
 
         def parent_of(path: str) -> Iterator[_Step]:
             parent = os.path.dirname(path)
-            if parent and parent not in reported_dirs:
-                reported_dirs.add(parent)
-                yield None, Change("/" + parent, "modify")
+            while parent:
+                if parent not in reported_dirs:
+                    reported_dirs.add(parent)
+                    yield None, Change("/" + parent, "modify")
+                parent = os.path.dirname(parent)
 
         def walk(directory: str) -> Iterator[_Step]:
             for name in sorted(os.listdir(os.path.join(upper, directory))):
