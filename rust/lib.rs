@@ -282,6 +282,14 @@ mod _native {
         Ok(())
     }
 
+    /// Make the mount at `path` private, bind-mounting it onto itself first when `bind`;
+    /// raises `layerstore.errors.MountError`.
+    #[pyfunction]
+    fn make_private_mount(py: Python<'_>, path: String, bind: bool) -> PyResult<()> {
+        py.detach(|| crate::mount::make_private_mount(&path, bind))?;
+        Ok(())
+    }
+
     #[pyfunction]
     fn copy_tree(py: Python<'_>, source: PathBuf, destination: PathBuf) -> PyResult<()> {
         py.detach(|| crate::copy::copy_tree(&source, &destination))?;

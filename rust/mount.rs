@@ -337,6 +337,38 @@ pub fn unmount(target: &str, detach: bool) -> Result<(), MountFailure> {
     })
 }
 
+/// Make the mount at `path` private, bind-mounting the directory onto itself first when `bind`
+/// (not recursive), as Go's `mount.MakePrivate` prepares the overlay driver's home.
+pub fn make_private_mount(path: &str, bind: bool) -> Result<(), MountFailure> {
+    let failure = |errno: nix::errno::Errno, what: &str| {
+        let error = io::Error::from(errno);
+        MountFailure {
+            errno: errno as i32,
+            message: format!("{what}: {}", strerror(&error)),
+            target: path.to_string(),
+            data: String::new(),
+        }
+    };
+    if bind {
+        nix::mount::mount(
+            Some(path),
+            path,
+            Some("none"),
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|errno| failure(errno, "bind-mounting onto itself"))?;
+    }
+    nix::mount::mount(
+        None::<&str>,
+        path,
+        Some("none"),
+        nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|errno| failure(errno, "making the mount private"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

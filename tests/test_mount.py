@@ -182,6 +182,41 @@ def test_read_only_check_reports_stale_counts_as_read_write_does(tmp_path: Path)
 
 
 @needs_overlay
+def test_the_home_bind_is_made_and_removed_as_go_does(tmp_path: Path) -> None:
+    """Issue 14, defect 1: ROOT/overlay is bind-mounted onto itself (private) before the first
+    mount, so a Go process that opens the store later covers nothing, and the bind goes with
+    the last count; check() reports a layer mount that something else covers."""
+    store = LayerStore(tmp_path / "store", tmp_path / "run", driver="overlay")
+    home = os.path.join(store.root, "overlay")
+    layer, _ = store.put(build_tar([Entry(b"f", "file", data=b"x")]))
+    other, _ = store.put(build_tar([Entry(b"g", "file", data=b"y")]))
+    assert not is_mount_point(home)
+    path = store.mount(layer.id)
+    assert is_mount_point(home)
+    assert " shared:" not in _mountinfo_line(home), "the bind is private"
+    store.mount(other.id)
+    store.unmount(layer.id)
+    assert is_mount_point(home), "a layer is still counted as mounted"
+    store.unmount(other.id)
+    assert not is_mount_point(home)
+    assert not is_mount_point(path)
+
+    path = store.mount(layer.id)
+    subprocess.run(["mount", "--bind", home, home], check=True)  # covers the layer's mount
+    try:
+        assert [problem.kind for problem in store.check()] == ["hidden-mount"]
+    finally:
+        subprocess.run(["umount", home], check=True)
+    assert store.check() == []
+    store.unmount(layer.id)
+
+
+def _mountinfo_line(path: str) -> str:
+    with open("/proc/self/mountinfo", encoding="utf-8") as table:
+        return [line for line in table if line.split(" ", 5)[4] == path][-1]
+
+
+@needs_overlay
 def test_a_deep_chain_mounts(tmp_path: Path) -> None:
     store = LayerStore(tmp_path / "store", driver="overlay")
     parent = None

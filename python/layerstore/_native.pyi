@@ -11,6 +11,7 @@ __all__ = [
     "apply_layer",
     "copy_tree",
     "crc64",
+    "make_private_mount",
     "mount_overlay",
     "open_diff",
     "sha256_digest",
@@ -42,6 +43,10 @@ def mount_overlay(
 ) -> None:
     """Mount an overlay of ``lowers`` (topmost first) on ``target``, writable when ``upper``
     and ``work`` are given; raises ``layerstore.errors.MountError``."""
+
+def make_private_mount(path: str, bind: bool) -> None:
+    """Make the mount at ``path`` private (``MS_PRIVATE``), bind-mounting it onto itself first
+    when ``bind``; raises ``layerstore.errors.MountError``."""
 
 def unmount(target: str, detach: bool) -> None:
     """Unmount ``target`` (lazily with ``detach``); raises ``layerstore.errors.MountError``."""

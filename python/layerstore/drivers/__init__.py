@@ -89,8 +89,17 @@ class Driver(ABC):
         return None
 
     def mounted_layers(self) -> list[str]:
-        """Ids of the layers the kernel has mounted right now (one read of the mount table)."""
+        """Ids of the layers the kernel has mounted right now, where their users see them."""
         return []
+
+    def hidden_mounts(self) -> list[str]:
+        """Ids of layers the kernel has mounted under another mount, where nobody sees them."""
+        return []
+
+    @abstractmethod
+    def release_home(self) -> None:
+        """Undo what the driver set up for mounts once nothing is mounted (overlay: the bind
+        of its home, as Go's Shutdown removes it)."""
 
     def update_id_map(
         self,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 
-__all__ = ["is_mount_point", "mount_points"]
+__all__ = ["is_mount_point", "is_visible_mount", "mount_points"]
 
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 
@@ -28,3 +28,15 @@ def mount_points() -> set[str]:
 def is_mount_point(path: str) -> bool:
     """Whether ``path`` (made absolute and normalised, symlinks not followed) is mounted on."""
     return os.path.normpath(os.path.abspath(path)) in mount_points()
+
+
+def is_visible_mount(path: str) -> bool:
+    """Whether a file system of its own is what ``path`` shows: its device differs from its
+    parent directory's. Right for overlays (each has a device); a mount hidden below another
+    mount shows the directory underneath, so it is not visible. Not for binds of one device."""
+    try:
+        here = os.stat(path)
+        above = os.stat(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return False
+    return here.st_dev != above.st_dev

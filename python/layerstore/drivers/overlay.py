@@ -29,7 +29,7 @@ from .changes import (
     changes_size,
     tar_entries,
 )
-from .mountinfo import is_mount_point, mount_points
+from .mountinfo import is_mount_point, is_visible_mount, mount_points
 
 __all__ = ["OverlayDriver"]
 
@@ -108,6 +108,7 @@ class OverlayDriver(Driver):
         return link
 
     def mount(self, layer_id: str, options: Sequence[str]) -> str:
+        self._prepare_home()
         layer_dir = self._dir(layer_id)
         merged = os.path.join(layer_dir, "merged")
         os.makedirs(merged, mode=0o700, exist_ok=True)
@@ -129,26 +130,52 @@ class OverlayDriver(Driver):
         os.makedirs(empty, mode=0o700, exist_ok=True)
         return empty
 
+    # -- the home bind, as Go's overlay driver keeps it ----------------------------------------
+    #
+    # Go's overlay Init bind-mounts ROOT/overlay onto itself (private) unless it already is a
+    # mount point, and its store's Shutdown removes the bind when no layer is counted as
+    # mounted. A layer mounted before that bind would be hidden under it: the next Go process
+    # would not see it and mount the layer a second time. So we make the bind before our first
+    # mount, and remove it as Go does when the last count goes.
+
+    def _prepare_home(self) -> None:
+        self.engine.make_private_mount(self.home, bind=not is_mount_point(self.home))
+
+    def release_home(self) -> None:
+        if is_mount_point(self.home):
+            self.engine.unmount(self.home, detach=True)
+
     def is_mounted(self, path: str) -> bool:
-        return is_mount_point(path)
+        # As Go sees a layer's mount (its FsChecker): an overlay is the visible file system at
+        # the path, a device of its own; a mount hidden under another one does not count.
+        return is_visible_mount(path)
 
     def mounted_at(self, layer_id: str) -> str | None:
         merged = os.path.join(self._dir(layer_id), "merged")
-        return merged if is_mount_point(merged) else None
+        return merged if is_visible_mount(merged) else None
 
-    def mounted_layers(self) -> list[str]:
+    def _kernel_mounts(self) -> list[tuple[str, str]]:
+        """(layer id, merged path) of every layer mount in the kernel's table, visible or not."""
         prefix = self.home + os.sep
         found = []
         for point in mount_points():
             if point.startswith(prefix) and point.endswith(os.sep + "merged"):
                 layer_id = point[len(prefix) : -len(os.sep + "merged")]
                 if os.sep not in layer_id:
-                    found.append(layer_id)
+                    found.append((layer_id, point))
         return found
+
+    def mounted_layers(self) -> list[str]:
+        return [layer_id for layer_id, point in self._kernel_mounts() if is_visible_mount(point)]
+
+    def hidden_mounts(self) -> list[str]:
+        return [
+            layer_id for layer_id, point in self._kernel_mounts() if not is_visible_mount(point)
+        ]
 
     def unmount(self, layer_id: str) -> None:
         merged = os.path.join(self._dir(layer_id), "merged")
-        if is_mount_point(merged):
+        if is_visible_mount(merged):
             # Lazily, as Go does: processes still inside keep working until they leave.
             self.engine.unmount(merged, detach=True)
 

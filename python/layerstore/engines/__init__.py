@@ -228,6 +228,12 @@ class Engine(ABC):
     def unmount(self, target: str, detach: bool = False) -> None:
         """Unmount ``target``; ``detach`` lets the last users finish (``MNT_DETACH``)."""
 
+    @abstractmethod
+    def make_private_mount(self, path: str, bind: bool = False) -> None:
+        """Make the mount at ``path`` private (``MS_PRIVATE``), bind-mounting the directory onto
+        itself first when ``bind`` (``MS_BIND``, not recursive), as Go's ``mount.MakePrivate``
+        does for the overlay driver's home. Failures raise MountError."""
+
 
 def select_engine(name: str | None = None) -> Engine:
     """The engine called ``name``, else the one ``LAYERSTORE_ENGINE`` names, else native.

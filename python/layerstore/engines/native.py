@@ -63,3 +63,6 @@ class NativeEngine(Engine):
 
     def unmount(self, target: str, detach: bool = False) -> None:
         _native.unmount(target, detach)
+
+    def make_private_mount(self, path: str, bind: bool = False) -> None:
+        _native.make_private_mount(path, bind)

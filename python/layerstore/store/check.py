@@ -37,6 +37,7 @@ ProblemKind = Literal[
     "content-mismatch",
     "missing-big-data",
     "stale-mount",
+    "hidden-mount",
     "orphan",
 ]
 
@@ -117,8 +118,18 @@ def find_problems(store: LayerStore, contents: bool) -> list[Problem]:
     for layer in store._index:
         problems += _layer_problems(store, layer, contents)
     driver = store.driver
+    hidden = driver.hidden_mounts()
+    for layer_id in hidden:
+        problems.append(
+            Problem(
+                "hidden-mount",
+                f"layer {layer_id} is mounted under another mount (a bind of "
+                f"{driver.home}?), where nobody sees it: unmount what covers it, then the layer",
+                layer_id,
+            )
+        )
     for layer_id, mount in store._mounts.items():
-        if mount.count > 0 and not driver.is_mounted(mount.path):
+        if mount.count > 0 and layer_id not in hidden and not driver.is_mounted(mount.path):
             problems.append(
                 Problem(
                     "stale-mount",

@@ -302,7 +302,7 @@ class LayerStore:
             with self._reading():
                 pass
         else:
-            with self._writing():
+            with self._graph_lock(), self._writing():
                 # Loading for writing removed incomplete layers and repaired names; what
                 # a process that died left without any record goes too.
                 self._remove(find_orphans(self.layers_dir, self.driver, self._index_ids()))
@@ -606,7 +606,7 @@ class LayerStore:
                 f"the layer store at {self.root} is opened read-only: only ro mounts are allowed"
             )
         maps = (id_maps(uid_map), id_maps(gid_map))
-        with self._reading():
+        with self._graph_lock(), self._reading():
             layer_id = self._index.lookup(name)
             if (uid_map is not None or gid_map is not None) and maps != self._maps_of(layer_id):
                 raise NotSupported(
@@ -642,7 +642,7 @@ class LayerStore:
         """Drop one user of the layer's mount (all of them with ``force``); the last one
         unmounts it. ``name`` may also be the mount path. Returns whether it is still mounted;
         raises LayerNotMounted if it was not mounted."""
-        with self._reading():
+        with self._graph_lock(), self._reading():
             with self._mount_table():
                 layer_id = self._mounted_layer(name)
                 current = self._mounts.get(layer_id)
@@ -664,7 +664,40 @@ class LayerStore:
                     self._mounts[layer_id] = current
                     self._write_mounts()
                     raise
+                if not self._mounts:
+                    self._release_mount_setup()
                 return False
+
+    @contextlib.contextmanager
+    def _graph_lock(self) -> Iterator[None]:
+        """Hold ``ROOT/storage.lock`` (Go's graph lock) exclusively, first, as Go's store does
+        around mounts: its Shutdown removes the overlay home's bind under it, and a process
+        that sees its token change sets the bind up again before it mounts. Only a driver that
+        sets anything up for mounts needs it; a store that cannot write it goes without."""
+        if self.driver.name != "overlay":
+            yield
+            return
+        lock = self._graph_lock_file()
+        if lock is None:
+            yield
+            return
+        with lock.exclusive():
+            yield
+
+    def _graph_lock_file(self) -> LockFile | None:
+        path = os.path.join(self.root, "storage.lock")
+        if self.read_only and not os.access(path, os.W_OK):
+            return None
+        return LockFile.open(path)
+
+    def _release_mount_setup(self) -> None:
+        """Nothing is counted as mounted any more: take down what the driver set up for
+        mounts (the overlay home's bind) and tell Go processes so (a new storage.lock token),
+        as Go's Shutdown does. The caller holds the graph lock."""
+        self.driver.release_home()
+        lock = self._graph_lock_file()
+        if lock is not None and lock.held_exclusive:
+            lock.record_write()
 
     def _settle_mount_table(self) -> None:
         """Put right what a process killed half-way through a mount, an unmount or a delete
@@ -684,6 +717,8 @@ class LayerStore:
             for layer_id in self.driver.mounted_layers():
                 if layer_id in self._index and layer_id not in self._mounts:
                     self.driver.unmount(layer_id)
+            if not self._mounts and not self.driver.hidden_mounts():
+                self._release_mount_setup()
 
     def _mounted_layer(self, name: str) -> str:
         try:

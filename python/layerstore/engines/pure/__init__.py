@@ -14,7 +14,7 @@ from .. import ApplyRequest, ApplyResult, Engine
 from .apply import apply_layer
 from .assemble import open_diff
 from .copy import copy_tree
-from .mount import mount_overlay, unmount
+from .mount import make_private_mount, mount_overlay, unmount
 
 __all__ = ["PureEngine"]
 
@@ -45,3 +45,6 @@ class PureEngine(Engine):
 
     def unmount(self, target: str, detach: bool = False) -> None:
         unmount(target, detach)
+
+    def make_private_mount(self, path: str, bind: bool = False) -> None:
+        make_private_mount(path, bind)

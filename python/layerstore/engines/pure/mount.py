@@ -12,7 +12,7 @@ import os
 
 from ...errors import MountError
 
-__all__ = ["mount_overlay", "unmount"]
+__all__ = ["make_private_mount", "mount_overlay", "unmount"]
 
 # Syscall numbers of the new mount API are the same on every architecture (added in 5.2).
 _SYS_MOVE_MOUNT, _SYS_FSOPEN, _SYS_FSCONFIG, _SYS_FSMOUNT = 429, 430, 431, 432
@@ -24,6 +24,7 @@ _AT_FDCWD = -100
 _MOUNT_ATTRIBUTES = {"ro": 0x1, "nosuid": 0x2, "nodev": 0x4, "noexec": 0x8}
 _MS_FLAGS = {"ro": 0x1, "nosuid": 0x2, "nodev": 0x4, "noexec": 0x8}
 _MNT_DETACH = 2
+_MS_BIND, _MS_PRIVATE = 0x1000, 1 << 18
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -165,3 +166,14 @@ def unmount(target: str, detach: bool = False) -> None:
     if _libc.umount2(os.fsencode(target), _MNT_DETACH if detach else 0) != 0:
         code = ctypes.get_errno()
         raise MountError(code, f"unmounting: {os.strerror(code)}", target)
+
+
+def make_private_mount(path: str, bind: bool) -> None:
+    """See Engine.make_private_mount."""
+    encoded = os.fsencode(path)
+    if bind and _libc.mount(encoded, encoded, b"none", _MS_BIND, None) != 0:
+        code = ctypes.get_errno()
+        raise MountError(code, f"bind-mounting onto itself: {os.strerror(code)}", path)
+    if _libc.mount(None, encoded, b"none", _MS_PRIVATE, None) != 0:
+        code = ctypes.get_errno()
+        raise MountError(code, f"making the mount private: {os.strerror(code)}", path)
