@@ -31,8 +31,10 @@ const IN_FLIGHT: usize = 4;
 pub struct Options {
     /// The layer's directory, which must exist.
     pub destination: PathBuf,
-    /// Where the tar-split file goes (written to `<path>.tmp` first).
+    /// Where the tar-split file goes when the whole blob was applied.
     pub tar_split_path: PathBuf,
+    /// Where it is written until then (the caller names it: `layerstore.paths`).
+    pub tar_split_temporary_path: PathBuf,
     /// How whiteouts land.
     pub whiteout_format: WhiteoutFormat,
     /// The blob's digest when the caller knows it already (not computed then).
@@ -95,27 +97,21 @@ fn fault(point: &str) {
 /// Apply the layer blob `source` into `options.destination`.
 pub fn apply_layer(source: Source, options: &Options) -> Result<Applied> {
     let extractor = Extractor::new(&options.destination, options.whiteout_format)?;
-    let temporary = temporary_path(&options.tar_split_path);
+    let temporary = &options.tar_split_temporary_path;
     let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&temporary)
-        .at(&temporary)?;
-    match run(source, options, extractor, file, &temporary) {
+        .open(temporary)
+        .at(temporary)?;
+    match run(source, options, extractor, file, temporary) {
         Ok(applied) => Ok(applied),
         Err(error) => {
-            let _ = fs::remove_file(&temporary);
+            let _ = fs::remove_file(temporary);
             Err(error)
         }
     }
-}
-
-fn temporary_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".tmp");
-    PathBuf::from(name)
 }
 
 /// What the reader thread sends.
@@ -524,6 +520,7 @@ mod tests {
         Options {
             destination: scratch.join("tree"),
             tar_split_path: scratch.join("layer.tar-split.gz"),
+            tar_split_temporary_path: scratch.join("layer.tar-split.gz.tmp"),
             whiteout_format: WhiteoutFormat::Vfs,
             trusted_compressed_digest: None,
             trusted_uncompressed_digest: None,
@@ -564,7 +561,7 @@ mod tests {
             .read_to_string(&mut lines)
             .unwrap();
         assert_eq!(lines.lines().count(), 8);
-        assert!(!temporary_path(&options.tar_split_path).exists());
+        assert!(!options.tar_split_temporary_path.exists());
     }
 
     #[test]
@@ -577,6 +574,6 @@ mod tests {
         let error = apply_layer(source(blob), &options).unwrap_err();
         assert!(matches!(error, Error::InvalidLayerData(_)), "{error}");
         assert!(!options.tar_split_path.exists());
-        assert!(!temporary_path(&options.tar_split_path).exists());
+        assert!(!options.tar_split_temporary_path.exists());
     }
 }

@@ -21,6 +21,40 @@ use std::thread::{self, JoinHandle};
 
 use crate::compress::Compression;
 use crate::error::{Error, Result};
+
+/// What a diff can be written as: the compressions containers/storage writes diffs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiffCompression {
+    /// A plain tar.
+    None,
+    /// gzip members, one per block.
+    Gzip,
+    /// zstd frames, one per block.
+    Zstd,
+}
+
+impl DiffCompression {
+    /// The diff compression with `Compression`'s number `code`, if diffs can have it.
+    #[must_use]
+    pub fn from_code(code: i64) -> Option<Self> {
+        match Compression::from_code(code)? {
+            Compression::None => Some(Self::None),
+            Compression::Gzip => Some(Self::Gzip),
+            Compression::Zstd => Some(Self::Zstd),
+            Compression::Bzip2 | Compression::Xz => None,
+        }
+    }
+}
+
+impl std::fmt::Display for DiffCompression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::None => "uncompressed",
+            Self::Gzip => "gzip",
+            Self::Zstd => "zstd",
+        })
+    }
+}
 use crate::tarsplit::assemble::{Assembler, TarSplitReader};
 
 /// Uncompressed bytes per compressed block.
@@ -49,18 +83,10 @@ enum Inner {
 impl DiffStream {
     /// Start the diff of the layer whose tar-split file is `tar_split` and whose files are in
     /// `layer_dir`, compressed with `compression` (none, gzip or zstd).
-    pub fn open(tar_split: &Path, layer_dir: &Path, compression: Compression) -> Result<Self> {
-        if !matches!(
-            compression,
-            Compression::None | Compression::Gzip | Compression::Zstd
-        ) {
-            return Err(Error::NotSupported(format!(
-                "diffs cannot be compressed as {compression}: ask for none, gzip or zstd"
-            )));
-        }
+    pub fn open(tar_split: &Path, layer_dir: &Path, compression: DiffCompression) -> Result<Self> {
         let assembler = Assembler::open(tar_split, layer_dir)?;
         let inner = match compression {
-            Compression::None => Inner::Plain(Box::new(assembler)),
+            DiffCompression::None => Inner::Plain(Box::new(assembler)),
             _ => Inner::Compressed(Pipeline::start(assembler, compression)?),
         };
         Ok(Self {
@@ -149,7 +175,7 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn start(assembler: Assembler<TarSplitReader>, compression: Compression) -> Result<Self> {
+    fn start(assembler: Assembler<TarSplitReader>, compression: DiffCompression) -> Result<Self> {
         let workers = thread::available_parallelism()
             .map_or(1, std::num::NonZero::get)
             .clamp(1, MAX_WORKERS);
@@ -330,17 +356,19 @@ enum BlockCompressor {
 }
 
 impl BlockCompressor {
-    fn new(compression: Compression) -> Result<Self> {
+    fn new(compression: DiffCompression) -> Result<Self> {
         match compression {
-            Compression::Gzip => {
+            DiffCompression::Gzip => {
                 let level = libdeflater::CompressionLvl::new(GZIP_LEVEL)
                     .map_err(|error| Error::Internal(format!("libdeflate level: {error:?}")))?;
                 Ok(Self::Gzip(libdeflater::Compressor::new(level)))
             }
-            Compression::Zstd => zstd::bulk::Compressor::new(ZSTD_LEVEL)
+            DiffCompression::Zstd => zstd::bulk::Compressor::new(ZSTD_LEVEL)
                 .map(Self::Zstd)
                 .map_err(|error| Error::Internal(format!("zstd compressor: {error}"))),
-            other => Err(Error::Internal(format!("no block compressor for {other}"))),
+            DiffCompression::None => Err(Error::Internal(
+                "no block compressor for a plain tar".into(),
+            )),
         }
     }
 
@@ -386,11 +414,11 @@ mod tests {
     }
 
     /// The decompressed bytes, and whether the compressed stream was complete.
-    fn decompress(compression: Compression, data: &[u8]) -> (Vec<u8>, bool) {
+    fn decompress(compression: DiffCompression, data: &[u8]) -> (Vec<u8>, bool) {
         let mut decoder: Box<dyn Read + '_> = match compression {
-            Compression::None => return (data.to_vec(), true),
-            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(data)),
-            _ => Box::new(zstd::stream::read::Decoder::new(data).unwrap()),
+            DiffCompression::None => return (data.to_vec(), true),
+            DiffCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(data)),
+            DiffCompression::Zstd => Box::new(zstd::stream::read::Decoder::new(data).unwrap()),
         };
         let mut out = Vec::new();
         let mut buffer = vec![0u8; 4096];
@@ -415,7 +443,11 @@ mod tests {
         }
     }
 
-    const ALL: [Compression; 3] = [Compression::None, Compression::Gzip, Compression::Zstd];
+    const ALL: [DiffCompression; 3] = [
+        DiffCompression::None,
+        DiffCompression::Gzip,
+        DiffCompression::Zstd,
+    ];
 
     #[test]
     fn every_compression_decompresses_to_the_tar() {
@@ -447,7 +479,7 @@ mod tests {
         )
         .unwrap();
         fs::write(&tar_split, encoder.finish().unwrap()).unwrap();
-        for compression in [Compression::Gzip, Compression::Zstd] {
+        for compression in [DiffCompression::Gzip, DiffCompression::Zstd] {
             let mut stream = DiffStream::open(&tar_split, scratch.path(), compression).unwrap();
             let (out, error) = read_all(&mut stream, 100);
             assert!(error.is_none() && !out.is_empty(), "{compression}");
@@ -505,7 +537,7 @@ mod tests {
                 stream.read(&mut buffer).unwrap();
                 assert!(is_open(&tar_split) && is_open(&big), "{compression}");
                 let threads = stream.threads();
-                if compression == Compression::None {
+                if compression == DiffCompression::None {
                     assert!(threads.is_none());
                 } else {
                     assert!(threads.as_ref().unwrap().strong_count() > 0);
@@ -525,10 +557,16 @@ mod tests {
 
     #[test]
     fn only_none_gzip_and_zstd_are_offered() {
-        let scratch = tempfile::tempdir().unwrap();
         for compression in [Compression::Bzip2, Compression::Xz] {
-            let result = DiffStream::open(&scratch.path().join("x"), scratch.path(), compression);
-            assert!(matches!(result, Err(Error::NotSupported(_))));
+            assert_eq!(DiffCompression::from_code(compression as i64), None);
+        }
+        for compression in ALL {
+            let code = match compression {
+                DiffCompression::None => Compression::None,
+                DiffCompression::Gzip => Compression::Gzip,
+                DiffCompression::Zstd => Compression::Zstd,
+            } as i64;
+            assert_eq!(DiffCompression::from_code(code), Some(compression));
         }
     }
 }

@@ -13,12 +13,6 @@ pyo3::import_exception!(layerstore.errors, InvalidLayerData);
 pyo3::import_exception!(layerstore.errors, NotSupported);
 pyo3::import_exception!(layerstore.errors, MountError);
 
-impl From<crate::mount::MountFailure> for PyErr {
-    fn from(failure: crate::mount::MountFailure) -> PyErr {
-        MountError::new_err((failure.errno, failure.message, failure.target, failure.data))
-    }
-}
-
 /// Everything that can go wrong in the native engine.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -36,6 +30,18 @@ pub enum Error {
     /// The system or the file system cannot do what was asked.
     #[error("{0}")]
     NotSupported(String),
+    /// The kernel refused a mount or an unmount.
+    #[error("{message}")]
+    Mount {
+        /// The OS error number.
+        errno: i32,
+        /// What failed, with the kernel's own explanation when it gave one.
+        message: String,
+        /// The mount point.
+        target: String,
+        /// The mount data tried, as a classic `mount(2)` data string (empty for an unmount).
+        data: String,
+    },
     /// A bug of ours (a worker thread that died, a broken invariant), never a bad input.
     #[error("internal error: {0}")]
     Internal(String),
@@ -55,6 +61,17 @@ impl Error {
             },
             Error::InvalidLayerData(message) => Error::InvalidLayerData(message.clone()),
             Error::NotSupported(message) => Error::NotSupported(message.clone()),
+            Error::Mount {
+                errno,
+                message,
+                target,
+                data,
+            } => Error::Mount {
+                errno: *errno,
+                message: message.clone(),
+                target: target.clone(),
+                data: data.clone(),
+            },
             Error::Internal(message) => Error::Internal(message.clone()),
         }
     }
@@ -111,6 +128,12 @@ impl From<Error> for PyErr {
             },
             Error::InvalidLayerData(message) => InvalidLayerData::new_err(message),
             Error::NotSupported(message) => NotSupported::new_err(message),
+            Error::Mount {
+                errno,
+                message,
+                target,
+                data,
+            } => MountError::new_err((errno, message, target, data)),
             Error::Internal(message) => {
                 PyRuntimeError::new_err(format!("internal error: {message}"))
             }

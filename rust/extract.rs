@@ -8,10 +8,22 @@ use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, AT_FDCWD};
+use nix::sys::stat::{
+    fchmod, fchmodat, fstatat, futimens, makedev, mkdirat, mknodat, utimensat, FchmodatFlags, Mode,
+    SFlag, UtimensatFlags,
+};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{
+    fchown, fchownat, geteuid, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::confine::{c_string, confine, errno, open_at, split_parent, Root};
+use crate::confine::{c_string, confine, open_at, split_parent, Root};
 pub use crate::confine::{MAX_PATH, MAX_SYMLINKS};
 use crate::error::{Error, IoContext, Result};
 use crate::paths::{shown, PathSet};
@@ -81,50 +93,27 @@ fn walk_error(error: io::Error, parent: &[u8], path: &Path) -> Error {
     }
 }
 
-fn check(status: libc::c_int) -> io::Result<()> {
-    if status < 0 {
-        Err(errno())
-    } else {
-        Ok(())
-    }
+/// A `nix` result as an `io::Result`, for the callers that attach a path.
+fn sys<T>(result: nix::Result<T>) -> io::Result<T> {
+    result.map_err(io::Error::from)
 }
 
 /// `fstatat(AT_SYMLINK_NOFOLLOW)`: the file type bits of `name`, `None` if it does not exist.
 fn file_type_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<u32>> {
-    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `stat` is a valid out-pointer; `name` is NUL-terminated.
-    let status = unsafe {
-        libc::fstatat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            stat.as_mut_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if status < 0 {
-        let error = errno();
-        return match error.raw_os_error() {
-            Some(libc::ENOENT) => Ok(None),
-            _ => Err(error),
-        };
+    match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(stat) => Ok(Some(stat.st_mode & libc::S_IFMT)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(errno) => Err(errno.into()),
     }
-    // SAFETY: fstatat succeeded, so it filled the structure.
-    let stat = unsafe { stat.assume_init() };
-    Ok(Some(stat.st_mode & libc::S_IFMT))
 }
 
 /// Remove `name` in `dir` and, for a directory, everything in it, never following a symlink.
 pub fn remove_all_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
-    // SAFETY: `name` is NUL-terminated and `dir` is open.
-    if unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } == 0 {
-        return Ok(());
-    }
-    let error = errno();
-    match error.raw_os_error() {
-        Some(libc::ENOENT) => return Ok(()),
-        Some(libc::EISDIR | libc::EPERM) => {}
-        _ => return Err(error),
-    }
+    let error = match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => return Ok(()),
+        Err(errno @ (Errno::EISDIR | Errno::EPERM)) => io::Error::from(errno),
+        Err(errno) => return Err(errno.into()),
+    };
     // EPERM may come from something that is not a directory after all: then it stands.
     let Ok(child) = open_at(
         dir,
@@ -134,58 +123,39 @@ pub fn remove_all_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     ) else {
         return Err(error);
     };
-    for entry in list_dir(&child)? {
+    let mut child = sys(Dir::from_fd(child))?;
+    for entry in names_in(&mut child)? {
         remove_all_at(child.as_fd(), &entry)?;
     }
     drop(child);
-    // SAFETY: as above.
-    check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) })
+    sys(unlinkat(dir, name, UnlinkatFlags::RemoveDir))
+}
+
+/// The names in an open directory, `.` and `..` left out (read through a duplicate).
+fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
+    let mut stream = sys(Dir::from_fd(dir.try_clone_to_owned()?))?;
+    names_in(&mut stream)
 }
 
 /// The names in an open directory, `.` and `..` left out.
-fn list_dir(dir: &OwnedFd) -> io::Result<Vec<CString>> {
-    // SAFETY: dup gives a new descriptor that fdopendir takes over (closedir closes it).
-    let copy = unsafe { libc::fcntl(dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
-    if copy < 0 {
-        return Err(errno());
-    }
-    // SAFETY: `copy` is a directory descriptor we own; on failure we close it ourselves.
-    let stream = unsafe { libc::fdopendir(copy) };
-    if stream.is_null() {
-        let error = errno();
-        // SAFETY: fdopendir failed, so `copy` is still ours to close.
-        unsafe { libc::close(copy) };
-        return Err(error);
-    }
-    // SAFETY: rewind so a reused descriptor lists from the start.
-    unsafe { libc::rewinddir(stream) };
+fn names_in(dir: &mut Dir) -> io::Result<Vec<CString>> {
     let mut names = Vec::new();
-    loop {
-        // SAFETY: `stream` is a valid DIR*; readdir returns null at the end.
-        let entry = unsafe { libc::readdir(stream) };
-        if entry.is_null() {
-            break;
-        }
-        // SAFETY: readdir returned a valid entry whose d_name is NUL-terminated.
-        let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
+    for entry in dir.iter() {
+        let entry = sys(entry)?;
+        let name = entry.file_name();
         if name.to_bytes() != b"." && name.to_bytes() != b".." {
             names.push(name.to_owned());
         }
     }
-    // SAFETY: `stream` is valid and closed once.
-    unsafe { libc::closedir(stream) };
     Ok(names)
 }
 
-fn timespec(time: Time) -> libc::timespec {
-    libc::timespec {
-        tv_sec: time.seconds,
-        tv_nsec: i64::from(time.nanoseconds),
-    }
+fn timespec(time: Time) -> TimeSpec {
+    TimeSpec::new(time.seconds, i64::from(time.nanoseconds))
 }
 
 /// The header's times as Go's `createTarFile` sets them: atime is the later of atime and mtime.
-fn times(header: &Header) -> [libc::timespec; 2] {
+fn times(header: &Header) -> [TimeSpec; 2] {
     let atime = header
         .atime
         .map_or(header.mtime, |atime| atime.max(header.mtime));
@@ -292,104 +262,69 @@ enum Target<'a> {
 
 impl Target<'_> {
     fn chown(self, uid: u32, gid: u32) -> io::Result<()> {
-        // SAFETY: valid descriptors and NUL-terminated names for the duration of the calls.
-        check(unsafe {
-            match self {
-                Target::At(dir, name) => libc::fchownat(
-                    dir.as_raw_fd(),
-                    name.as_ptr(),
-                    uid,
-                    gid,
-                    libc::AT_SYMLINK_NOFOLLOW,
-                ),
-                Target::Dir(dir) => {
-                    libc::fchownat(dir.as_raw_fd(), c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH)
-                }
-            }
+        let (uid, gid) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
+        sys(match self {
+            Target::At(dir, name) => fchownat(dir, name, uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW),
+            Target::Dir(dir) => fchownat(dir, c"", uid, gid, AtFlags::AT_EMPTY_PATH),
         })
     }
 
     fn chmod(self, mode: u32) -> io::Result<()> {
         match self {
             Target::At(dir, name) => chmod_nofollow(dir, name, mode),
-            Target::Dir(dir) => {
-                let path = proc_path(dir, None);
-                // SAFETY: `path` is NUL-terminated; it names our own open directory.
-                check(unsafe { libc::chmod(path.as_ptr(), mode) })
-            }
+            Target::Dir(dir) => sys(fchmodat(
+                AT_FDCWD,
+                proc_path(dir, None).as_c_str(),
+                Mode::from_bits_truncate(mode),
+                FchmodatFlags::FollowSymlink,
+            )),
         }
     }
 
-    fn set_times(self, times: &[libc::timespec; 2]) -> io::Result<()> {
-        // SAFETY: `times` points to two timespecs; names are NUL-terminated.
-        check(unsafe {
-            match self {
-                Target::At(dir, name) => libc::utimensat(
-                    dir.as_raw_fd(),
-                    name.as_ptr(),
-                    times.as_ptr(),
-                    libc::AT_SYMLINK_NOFOLLOW,
-                ),
-                Target::Dir(dir) => {
-                    let path = proc_path(dir, None);
-                    libc::utimensat(libc::AT_FDCWD, path.as_ptr(), times.as_ptr(), 0)
-                }
-            }
+    fn set_times(self, times: &[TimeSpec; 2]) -> io::Result<()> {
+        sys(match self {
+            Target::At(dir, name) => utimensat(
+                dir,
+                name,
+                &times[0],
+                &times[1],
+                UtimensatFlags::NoFollowSymlink,
+            ),
+            Target::Dir(dir) => utimensat(
+                AT_FDCWD,
+                proc_path(dir, None).as_c_str(),
+                &times[0],
+                &times[1],
+                UtimensatFlags::FollowSymlink,
+            ),
         })
     }
 
     fn set_xattr(self, name: &CStr, value: &[u8]) -> io::Result<()> {
-        let (path, follow) = match self {
-            Target::At(dir, entry) => (proc_path(dir, Some(entry)), false),
-            Target::Dir(dir) => (proc_path(dir, None), true),
-        };
-        // SAFETY: path, name and value are valid for the call.
-        check(unsafe {
-            if follow {
-                libc::setxattr(
-                    path.as_ptr(),
-                    name.as_ptr(),
-                    value.as_ptr().cast(),
-                    value.len(),
-                    0,
-                )
-            } else {
-                libc::lsetxattr(
-                    path.as_ptr(),
-                    name.as_ptr(),
-                    value.as_ptr().cast(),
-                    value.len(),
-                    0,
-                )
+        match self {
+            Target::At(dir, entry) => {
+                crate::sys::set_xattr(&proc_path(dir, Some(entry)), name, value, false)
             }
-        })
+            Target::Dir(dir) => crate::sys::set_xattr(&proc_path(dir, None), name, value, true),
+        }
     }
 }
 
 /// `fchmodat2(AT_SYMLINK_NOFOLLOW)` (Linux 6.6); before it, `fchmodat` on a checked non-link.
 fn chmod_nofollow(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
-    // SAFETY: a raw system call with a valid descriptor and NUL-terminated name.
-    let status = unsafe {
-        libc::syscall(
-            libc::SYS_fchmodat2,
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            mode,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if status == 0 {
-        return Ok(());
-    }
-    let error = errno();
-    if error.raw_os_error() != Some(libc::ENOSYS) {
-        return Err(error);
+    match crate::sys::fchmodat2_nofollow(dir, name, mode) {
+        Err(error) if error.raw_os_error() == Some(libc::ENOSYS) => {}
+        done => return done,
     }
     if file_type_at(dir, name)? == Some(libc::S_IFLNK) {
         return Ok(());
     }
-    // SAFETY: as above.
-    check(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode, 0) })
+    sys(fchmodat(
+        dir,
+        name,
+        Mode::from_bits_truncate(mode),
+        FchmodatFlags::FollowSymlink,
+    ))
 }
 
 impl Extractor {
@@ -399,7 +334,7 @@ impl Extractor {
             root: Root::open(destination)?,
             format,
             // SAFETY: geteuid cannot fail.
-            privileged: unsafe { libc::geteuid() } == 0,
+            privileged: geteuid().is_root(),
             umask: process_umask(),
             dirs: Vec::new(),
             extracted: PathSet::new(),
@@ -534,7 +469,7 @@ impl Extractor {
     /// vfs opaque directory: remove what this layer did not extract, keeping what it did (and
     /// looking inside the directories it extracted).
     fn remove_unextracted(&self, dir: &OwnedFd, path: &[u8]) -> io::Result<()> {
-        for name in list_dir(dir)? {
+        for name in list_dir(dir.as_fd())? {
             let child: Vec<u8> = if path == b"." {
                 name.to_bytes().to_vec()
             } else {
@@ -578,9 +513,14 @@ impl Extractor {
             self.invalidate();
         }
         if format == WhiteoutFormat::Overlay {
-            // SAFETY: `name` is NUL-terminated and `dir` is open.
-            check(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), libc::S_IFCHR, 0) })
-                .at(&path)?;
+            sys(mknodat(
+                dir.as_fd(),
+                name.as_c_str(),
+                SFlag::S_IFCHR,
+                Mode::empty(),
+                0,
+            ))
+            .at(&path)?;
             self.owner(Target::At(dir.as_fd(), &name), header, &hidden_path)?;
         }
         Ok(())
@@ -726,37 +666,28 @@ impl Extractor {
             b'5' => Self::make_directory(dir, name),
             b'2' => Self::make_symlink(dir, name, header),
             b'1' => match link_target {
-                Some((target_dir, target_name)) => {
-                    // SAFETY: valid descriptors and NUL-terminated names; flags 0 never
-                    // follows a symlink at the target.
-                    check(unsafe {
-                        libc::linkat(
-                            target_dir.as_raw_fd(),
-                            target_name.as_ptr(),
-                            dir.as_raw_fd(),
-                            name.as_ptr(),
-                            0,
-                        )
-                    })
-                }
+                // No AT_SYMLINK_FOLLOW: a symlink as the target is linked, never followed.
+                Some((target_dir, target_name)) => sys(linkat(
+                    target_dir,
+                    target_name.as_c_str(),
+                    dir,
+                    name,
+                    AtFlags::empty(),
+                )),
                 None => Ok(()),
             },
             _ => {
                 let kind = match header.typeflag {
-                    b'3' => libc::S_IFCHR,
-                    b'4' => libc::S_IFBLK,
-                    _ => libc::S_IFIFO,
+                    b'3' => SFlag::S_IFCHR,
+                    b'4' => SFlag::S_IFBLK,
+                    _ => SFlag::S_IFIFO,
                 };
-                let device = libc::makedev(owner_id(header.devmajor), owner_id(header.devminor));
-                // SAFETY: `name` is NUL-terminated and `dir` is open.
-                check(unsafe {
-                    libc::mknodat(
-                        dir.as_raw_fd(),
-                        name.as_ptr(),
-                        kind | (permission_bits(header.mode) & 0o777),
-                        device,
-                    )
-                })
+                let device = makedev(
+                    u64::from(owner_id(header.devmajor)),
+                    u64::from(owner_id(header.devminor)),
+                );
+                let mode = Mode::from_bits_truncate(permission_bits(header.mode) & 0o777);
+                sys(mknodat(dir, name, kind, mode, device))
             }
         }
     }
@@ -796,14 +727,12 @@ impl Extractor {
 
     fn make_directory(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
         // Owner-writable while it is filled; its mode comes with the deferred metadata.
-        // SAFETY: `name` is NUL-terminated and `dir` is open.
-        check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o700) })
+        sys(mkdirat(dir, name, Mode::S_IRWXU))
     }
 
     fn make_symlink(dir: BorrowedFd<'_>, name: &CStr, header: &Header) -> io::Result<()> {
         let target = c_string(&header.linkname)?;
-        // SAFETY: both strings are NUL-terminated and `dir` is open.
-        check(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) })
+        sys(symlinkat(target.as_c_str(), dir, name))
     }
 
     fn write_file(
@@ -835,35 +764,30 @@ impl Extractor {
             file.write_all(chunk).at(path)
         })?;
         self.size += written;
-        let raw = file.as_raw_fd();
-        // SAFETY: `raw` is the open descriptor of `file` for these calls.
-        if let Err(error) =
-            check(unsafe { libc::fchown(raw, owner_id(header.uid), owner_id(header.gid)) })
-        {
+        let fd = file.as_fd();
+        let owner = (
+            Some(Uid::from_raw(owner_id(header.uid))),
+            Some(Gid::from_raw(owner_id(header.gid))),
+        );
+        if let Err(error) = sys(fchown(fd, owner.0, owner.1)) {
             if self.privileged {
                 return Err(error).at(path);
             }
         }
         if !exact {
-            // SAFETY: as above.
-            check(unsafe { libc::fchmod(raw, mode) }).at(path)?;
+            sys(fchmod(fd, Mode::from_bits_truncate(mode))).at(path)?;
         }
         for (key, value) in &header.xattrs {
             if key.as_slice() == b"security.selinux" {
                 continue;
             }
             let key_c = c_string(key).at(path)?;
-            // SAFETY: as above; the value pointer and length describe `value`.
-            let status = unsafe {
-                libc::fsetxattr(raw, key_c.as_ptr(), value.as_ptr().cast(), value.len(), 0)
-            };
-            if let Err(error) = check(status) {
+            if let Err(error) = crate::sys::fset_xattr(fd, &key_c, value) {
                 xattr_failure(error, self.privileged, header, key, path)?;
             }
         }
-        let times = times(header);
-        // SAFETY: as above; `times` holds two timespecs.
-        check(unsafe { libc::futimens(raw, times.as_ptr()) }).at(path)
+        let [atime, mtime] = times(header);
+        sys(futimens(fd, &atime, &mtime)).at(path)
     }
 
     /// Apply the directories' modes and times, in archive order; the bytes the layer added.

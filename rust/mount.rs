@@ -9,20 +9,7 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use crate::error::strerror;
-
-/// A failed mount or unmount: the errno, what failed, and the mount data that was tried.
-#[derive(Debug)]
-pub struct MountFailure {
-    /// The OS error number.
-    pub errno: i32,
-    /// What failed, with the kernel's own explanation when it gave one.
-    pub message: String,
-    /// The mount point.
-    pub target: String,
-    /// The mount data tried, as a classic `mount(2)` data string.
-    pub data: String,
-}
+use crate::error::{strerror, Error, Result};
 
 /// What to mount: an overlay of `lowers` (topmost first), writable when `upper` and `work`
 /// are given, with extra `options` (`ro`, `nodev`, `nosuid`, `noexec`, `key=value`, flags).
@@ -80,7 +67,7 @@ fn mount_attribute(option: &str) -> Option<libc::c_uint> {
 }
 
 /// A `&str` for a system call, through confine's one rule for inner NULs.
-fn c_string(text: &str) -> Result<CString, io::Error> {
+fn c_string(text: &str) -> std::result::Result<CString, io::Error> {
     crate::confine::c_string(text.as_bytes())
 }
 
@@ -184,8 +171,8 @@ fn owned(result: libc::c_long) -> io::Result<OwnedFd> {
 }
 
 /// Mount `overlay` on `target`.
-pub fn mount_overlay(overlay: &Overlay<'_>, target: &str) -> Result<(), MountFailure> {
-    let failure = |error: &io::Error, message: String| MountFailure {
+pub fn mount_overlay(overlay: &Overlay<'_>, target: &str) -> Result<()> {
+    let failure = |error: &io::Error, message: String| Error::Mount {
         errno: error.raw_os_error().unwrap_or(libc::EIO),
         message,
         target: target.to_string(),
@@ -277,9 +264,9 @@ fn attach(context: &OwnedFd, attributes: libc::c_uint, target: &str) -> io::Resu
 }
 
 /// `mount(2)` with the classic data string, for kernels without the new mount API.
-fn legacy_mount(overlay: &Overlay<'_>, target: &str) -> Result<(), MountFailure> {
+fn legacy_mount(overlay: &Overlay<'_>, target: &str) -> Result<()> {
     let data = overlay.data();
-    let failure = |error: &io::Error, message: String| MountFailure {
+    let failure = |error: &io::Error, message: String| Error::Mount {
         errno: error.raw_os_error().unwrap_or(libc::EIO),
         message,
         target: target.to_string(),
@@ -320,7 +307,7 @@ fn legacy_mount(overlay: &Overlay<'_>, target: &str) -> Result<(), MountFailure>
 }
 
 /// Unmount `target`; `detach` lets the kernel finish once the last user is gone.
-pub fn unmount(target: &str, detach: bool) -> Result<(), MountFailure> {
+pub fn unmount(target: &str, detach: bool) -> Result<()> {
     let flags = if detach {
         nix::mount::MntFlags::MNT_DETACH
     } else {
@@ -328,7 +315,7 @@ pub fn unmount(target: &str, detach: bool) -> Result<(), MountFailure> {
     };
     nix::mount::umount2(target, flags).map_err(|errno| {
         let error = io::Error::from(errno);
-        MountFailure {
+        Error::Mount {
             errno: errno as i32,
             message: format!("unmounting: {}", strerror(&error)),
             target: target.to_string(),
@@ -339,10 +326,10 @@ pub fn unmount(target: &str, detach: bool) -> Result<(), MountFailure> {
 
 /// Make the mount at `path` private, bind-mounting the directory onto itself first when `bind`
 /// (not recursive), as Go's `mount.MakePrivate` prepares the overlay driver's home.
-pub fn make_private_mount(path: &str, bind: bool) -> Result<(), MountFailure> {
+pub fn make_private_mount(path: &str, bind: bool) -> Result<()> {
     let failure = |errno: nix::errno::Errno, what: &str| {
         let error = io::Error::from(errno);
-        MountFailure {
+        Error::Mount {
             errno: errno as i32,
             message: format!("{what}: {}", strerror(&error)),
             target: path.to_string(),
@@ -404,9 +391,17 @@ mod tests {
         };
         let scratch = tempfile::tempdir().unwrap();
         let target = scratch.path().to_string_lossy().into_owned();
-        let failure = mount_overlay(&overlay, &target).unwrap_err();
-        assert_eq!(failure.target, target);
-        assert!(failure.data.contains("/nonexistent/lower"));
-        assert!(failure.errno > 0);
+        let Err(Error::Mount {
+            errno,
+            target: failed_at,
+            data,
+            ..
+        }) = mount_overlay(&overlay, &target)
+        else {
+            panic!("a mount of a missing lower directory must fail as Error::Mount");
+        };
+        assert_eq!(failed_at, target);
+        assert!(data.contains("/nonexistent/lower"));
+        assert!(errno > 0);
     }
 }

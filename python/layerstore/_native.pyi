@@ -1,12 +1,12 @@
 """Type stub of the Rust extension ``layerstore._native`` (see rust/lib.rs)."""
 
-import os
 from types import TracebackType
 from typing import Protocol, Self, final
 
 from typing_extensions import Buffer
 
 __all__ = [
+    "ApplyResult",
     "DiffReader",
     "apply_layer",
     "copy_tree",
@@ -23,20 +23,40 @@ __all__ = [
 class _Readable(Protocol):
     def read(self, size: int, /) -> bytes: ...
 
+@final
+class ApplyResult:
+    """What applying a layer blob found (docs/apply.md, section 6)."""
+
+    @property
+    def compressed_digest(self) -> str: ...
+    @property
+    def compressed_size(self) -> int: ...
+    @property
+    def uncompressed_digest(self) -> str: ...
+    @property
+    def uncompressed_size(self) -> int: ...
+    @property
+    def compression(self) -> int:
+        """0 none, 1 bzip2, 2 gzip, 3 xz, 4 zstd."""
+    @property
+    def uids(self) -> list[int]: ...
+    @property
+    def gids(self) -> list[int]: ...
+    @property
+    def size(self) -> int: ...
+
 def apply_layer(
-    source: str | os.PathLike[str] | Buffer | _Readable,
+    source: str | bytes | bytearray | _Readable,
     destination: str,
     tar_split_path: str,
+    tar_split_temporary_path: str,
     whiteout_format: str,
     trusted_compressed_digest: str | None,
     trusted_uncompressed_digest: str | None,
-) -> tuple[str, int, str, int, int, list[int], list[int], int]:
+) -> ApplyResult:
     """Apply a layer blob (ApplyDiff): detect and undo its compression, compute both digests,
-    write tar-split to ``tar_split_path`` and extract into ``destination``.
-
-    Returns ``(compressed_digest, compressed_size, uncompressed_digest, uncompressed_size,
-    compression, uids, gids, size)``; compression is 0 none, 1 bzip2, 2 gzip, 3 xz, 4 zstd.
-    """
+    write tar-split to ``tar_split_temporary_path``, renamed to ``tar_split_path`` when whole,
+    and extract into ``destination``. The arguments are checked by ``layerstore.engines``."""
 
 def mount_overlay(
     lowers: list[str], upper: str | None, work: str | None, target: str, options: list[str]

@@ -317,6 +317,7 @@ pub(crate) mod tests {
         let options = Options {
             destination: tree.clone(),
             tar_split_path: tar_split.clone(),
+            tar_split_temporary_path: scratch.path().join("layer.tar-split.gz.tmp"),
             whiteout_format: WhiteoutFormat::Vfs,
             trusted_compressed_digest: None,
             trusted_uncompressed_digest: None,

@@ -20,32 +20,24 @@ class NativeEngine(Engine):
         _native.copy_tree(source, destination)
 
     def _apply_layer(self, request: ApplyRequest) -> ApplyResult:
-        (
-            compressed_digest,
-            compressed_size,
-            uncompressed_digest,
-            uncompressed_size,
-            compression,
-            uids,
-            gids,
-            size,
-        ) = _native.apply_layer(
+        applied = _native.apply_layer(
             request.source,
             request.destination,
             request.tar_split_path,
+            request.tar_split_temporary_path,
             request.whiteout_format,
             request.trusted_compressed_digest,
             request.trusted_uncompressed_digest,
         )
         return ApplyResult(
-            compressed_digest=compressed_digest,
-            compressed_size=compressed_size,
-            uncompressed_digest=uncompressed_digest,
-            uncompressed_size=uncompressed_size,
-            compression=Compression(compression),
-            uids=tuple(uids),
-            gids=tuple(gids),
-            size=size,
+            compressed_digest=applied.compressed_digest,
+            compressed_size=applied.compressed_size,
+            uncompressed_digest=applied.uncompressed_digest,
+            uncompressed_size=applied.uncompressed_size,
+            compression=Compression(applied.compression),
+            uids=tuple(applied.uids),
+            gids=tuple(applied.gids),
+            size=applied.size,
         )
 
     def _open_diff(self, tar_split_path: str, layer_dir: str, compression: Compression) -> BinaryIO:

@@ -1,0 +1,74 @@
+//! The few system calls `nix` does not wrap, each behind a safe function.
+//!
+//! Everything else goes through `nix`; these are the extended-attribute setters and
+//! `fchmodat2` (Linux 6.6), the one way to change a mode without following a symlink.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+fn check(status: libc::c_long) -> io::Result<()> {
+    if status < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `setxattr` (following a final symlink) or `lsetxattr` (not) on `path`.
+pub fn set_xattr(path: &CStr, name: &CStr, value: &[u8], follow: bool) -> io::Result<()> {
+    // SAFETY: `path` and `name` are NUL-terminated; the pointer and length describe `value`,
+    // which outlives the call; the kernel only reads them.
+    let status = unsafe {
+        if follow {
+            libc::setxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        } else {
+            libc::lsetxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        }
+    };
+    check(libc::c_long::from(status))
+}
+
+/// `fsetxattr` on the open file `fd`.
+pub fn fset_xattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8]) -> io::Result<()> {
+    // SAFETY: `fd` is open for the call (borrowed); `name` is NUL-terminated; the pointer and
+    // length describe `value`, which the kernel only reads.
+    let status = unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    check(libc::c_long::from(status))
+}
+
+/// `fchmodat2(dir, name, mode, AT_SYMLINK_NOFOLLOW)`; ENOSYS on kernels before 6.6.
+pub fn fchmodat2_nofollow(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    // SAFETY: a raw system call with an open descriptor (borrowed for the call), a
+    // NUL-terminated name and plain integers; it reads nothing else of ours.
+    let status = unsafe {
+        libc::syscall(
+            libc::SYS_fchmodat2,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            mode,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    check(status)
+}
