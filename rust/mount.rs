@@ -313,29 +313,22 @@ pub fn unmount(target: &str, detach: bool) -> Result<()> {
     } else {
         nix::mount::MntFlags::empty()
     };
-    nix::mount::umount2(target, flags).map_err(|errno| {
-        let error = io::Error::from(errno);
-        Error::Mount {
-            errno: errno as i32,
-            message: format!("unmounting: {}", strerror(&error)),
-            target: target.to_string(),
-            data: String::new(),
-        }
-    })
+    nix::mount::umount2(target, flags).map_err(|errno| failure(errno, "unmounting", target))
+}
+
+/// A failed call that had no mount data (an unmount, a change of propagation).
+fn failure(errno: nix::errno::Errno, what: &str, target: &str) -> Error {
+    Error::Mount {
+        errno: errno as i32,
+        message: format!("{what}: {}", strerror(&io::Error::from(errno))),
+        target: target.to_string(),
+        data: String::new(),
+    }
 }
 
 /// Make the mount at `path` private, bind-mounting the directory onto itself first when `bind`
 /// (not recursive), as Go's `mount.MakePrivate` prepares the overlay driver's home.
 pub fn make_private_mount(path: &str, bind: bool) -> Result<()> {
-    let failure = |errno: nix::errno::Errno, what: &str| {
-        let error = io::Error::from(errno);
-        Error::Mount {
-            errno: errno as i32,
-            message: format!("{what}: {}", strerror(&error)),
-            target: path.to_string(),
-            data: String::new(),
-        }
-    };
     if bind {
         nix::mount::mount(
             Some(path),
@@ -344,7 +337,7 @@ pub fn make_private_mount(path: &str, bind: bool) -> Result<()> {
             nix::mount::MsFlags::MS_BIND,
             None::<&str>,
         )
-        .map_err(|errno| failure(errno, "bind-mounting onto itself"))?;
+        .map_err(|errno| failure(errno, "bind-mounting onto itself", path))?;
     }
     nix::mount::mount(
         None::<&str>,
@@ -353,7 +346,7 @@ pub fn make_private_mount(path: &str, bind: bool) -> Result<()> {
         nix::mount::MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(|errno| failure(errno, "making the mount private"))
+    .map_err(|errno| failure(errno, "making the mount private", path))
 }
 
 #[cfg(test)]

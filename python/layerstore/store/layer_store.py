@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import stat
 import threading
@@ -38,7 +37,6 @@ from ..errors import (
     DuplicateID,
     DuplicateLayerNames,
     DuplicateName,
-    InvalidStoreData,
     LayerHasChildren,
     LayerNotMounted,
     LayerStoreError,
@@ -67,7 +65,7 @@ from .index import LayerIndex
 from .locations import default_run_root
 from .locking import LockFile
 from .mounts import MountPoint, decode_mounts, encode_mounts
-from .records import RecordFile
+from .records import RecordFile, decode_records
 from .users import LayerUsers
 
 __all__ = ["LayerOptions", "LayerStore"]
@@ -438,15 +436,8 @@ class LayerStore:
             self._save()
 
     def _decode_layers(self, data: bytes) -> list[Layer]:
-        if not data.strip():
-            return []
         source = self._layers_file.path
-        try:
-            records = json.loads(data)
-        except ValueError as exc:
-            raise InvalidStoreData(f"{source}: not valid JSON: {exc}") from None
-        if not isinstance(records, list):
-            raise InvalidStoreData(f"{source}: expected a JSON array of layers")
+        records = decode_records(data, source, "layers")
         read_only = self.read_only
         return [Layer.from_json(record, source=source, read_only=read_only) for record in records]
 

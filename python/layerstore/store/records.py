@@ -10,12 +10,29 @@ exclusive to write.
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
 
 from ..atomic import write_atomic
+from ..errors import InvalidStoreData
 from .locking import LockFile
 
-__all__ = ["RecordFile"]
+__all__ = ["RecordFile", "decode_records"]
+
+
+def decode_records(data: bytes, source: str, what: str) -> list[Any]:
+    """The JSON array of records in ``data`` (empty for an empty file); InvalidStoreData
+    naming ``source`` for anything else. ``what`` names the records in the message."""
+    if not data.strip():
+        return []
+    try:
+        records = json.loads(data)
+    except ValueError as exc:
+        raise InvalidStoreData(f"{source}: not valid JSON: {exc}") from None
+    if not isinstance(records, list):
+        raise InvalidStoreData(f"{source}: expected a JSON array of {what}")
+    return records
 
 
 def _file_state(path: str) -> tuple[int, int, int] | None:

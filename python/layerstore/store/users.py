@@ -10,14 +10,13 @@ store's lock (containers/storage takes them in the same order: layers, images, c
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..errors import InvalidStoreData, LayerUsedByContainer, LayerUsedByImage
+from ..errors import LayerUsedByContainer, LayerUsedByImage
 from .locking import LockFile
-from .records import RecordFile
+from .records import RecordFile, decode_records
 
 __all__ = ["LayerUser", "LayerUsers"]
 
@@ -88,14 +87,7 @@ class LayerUsers:
         else:
             with lock.shared():
                 data = RecordFile(path, lock).read()
-        if not data.strip():
-            return []
-        try:
-            records = json.loads(data)
-        except ValueError as exc:
-            raise InvalidStoreData(f"{path}: not valid JSON: {exc}") from None
-        if not isinstance(records, list):
-            raise InvalidStoreData(f"{path}: expected a JSON array")
+        records = decode_records(data, path, f"{stem}")
         return [record for record in records if isinstance(record, dict)]
 
 
