@@ -97,9 +97,9 @@ class Driver(ABC):
         return []
 
     @abstractmethod
-    def release_home(self) -> None:
+    def release_home(self) -> bool:
         """Undo what the driver set up for mounts once nothing is mounted (overlay: the bind
-        of its home, as Go's Shutdown removes it)."""
+        of its home, as Go's Shutdown removes it); whether there was anything to undo."""
 
     def update_id_map(
         self,

@@ -141,9 +141,11 @@ class OverlayDriver(Driver):
     def _prepare_home(self) -> None:
         self.engine.make_private_mount(self.home, bind=not is_mount_point(self.home))
 
-    def release_home(self) -> None:
-        if is_mount_point(self.home):
-            self.engine.unmount(self.home, detach=True)
+    def release_home(self) -> bool:
+        if not is_mount_point(self.home):
+            return False
+        self.engine.unmount(self.home, detach=True)
+        return True
 
     def is_mounted(self, path: str) -> bool:
         # As Go sees a layer's mount (its FsChecker): an overlay is the visible file system at

@@ -59,8 +59,8 @@ class VfsDriver(Driver):
     def unmount(self, layer_id: str) -> None:
         pass  # nothing was mounted: the layer's directory is its tree
 
-    def release_home(self) -> None:
-        pass  # vfs sets nothing up for mounts
+    def release_home(self) -> bool:
+        return False  # vfs sets nothing up for mounts
 
     def view(self, layer_id: str) -> TreeView:
         return DirectoryView(self._dir(layer_id))

@@ -685,7 +685,8 @@ class LayerStore:
         """Nothing is counted as mounted any more: take down what the driver set up for
         mounts (the overlay home's bind) and tell Go processes so (a new storage.lock token),
         as Go's Shutdown does. The caller holds the graph lock."""
-        self.driver.release_home()
+        if not self.driver.release_home():
+            return
         lock = self._graph_lock_file()
         if lock is not None and lock.held_exclusive:
             lock.record_write()
