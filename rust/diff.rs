@@ -21,6 +21,7 @@ use std::thread::{self, JoinHandle};
 
 use crate::compress::Compression;
 use crate::error::{Error, Result};
+use crate::tarsplit::assemble::{Assembler, TarSplitReader};
 
 /// What a diff can be written as: the compressions containers/storage writes diffs in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,14 +35,19 @@ pub enum DiffCompression {
 }
 
 impl DiffCompression {
-    /// The diff compression with `Compression`'s number `code`, if diffs can have it.
-    #[must_use]
-    pub fn from_code(code: i64) -> Option<Self> {
-        match Compression::from_code(code)? {
-            Compression::None => Some(Self::None),
-            Compression::Gzip => Some(Self::Gzip),
-            Compression::Zstd => Some(Self::Zstd),
-            Compression::Bzip2 | Compression::Xz => None,
+    /// The diff compression with `Compression`'s number `code`; `NotSupported` for any number
+    /// diffs cannot be written with (`layerstore.engines` has refused those already).
+    pub fn from_code(code: i64) -> Result<Self> {
+        match Compression::from_code(code) {
+            Some(Compression::None) => Ok(Self::None),
+            Some(Compression::Gzip) => Ok(Self::Gzip),
+            Some(Compression::Zstd) => Ok(Self::Zstd),
+            Some(other @ (Compression::Bzip2 | Compression::Xz)) => Err(Error::NotSupported(
+                format!("diffs cannot be compressed as {other}: ask for none, gzip or zstd"),
+            )),
+            None => Err(Error::NotSupported(format!(
+                "diffs cannot be compressed as compression {code}: ask for none, gzip or zstd"
+            ))),
         }
     }
 }
@@ -55,7 +61,6 @@ impl std::fmt::Display for DiffCompression {
         })
     }
 }
-use crate::tarsplit::assemble::{Assembler, TarSplitReader};
 
 /// Uncompressed bytes per compressed block.
 const BLOCK: usize = 1 << 20;
@@ -557,8 +562,9 @@ mod tests {
 
     #[test]
     fn only_none_gzip_and_zstd_are_offered() {
-        for compression in [Compression::Bzip2, Compression::Xz] {
-            assert_eq!(DiffCompression::from_code(compression as i64), None);
+        for code in [Compression::Bzip2 as i64, Compression::Xz as i64, 5, -1] {
+            let refused = DiffCompression::from_code(code);
+            assert!(matches!(refused, Err(Error::NotSupported(_))), "{code}");
         }
         for compression in ALL {
             let code = match compression {
@@ -566,7 +572,7 @@ mod tests {
                 DiffCompression::Gzip => Compression::Gzip,
                 DiffCompression::Zstd => Compression::Zstd,
             } as i64;
-            assert_eq!(DiffCompression::from_code(code), Some(compression));
+            assert_eq!(DiffCompression::from_code(code).ok(), Some(compression));
         }
     }
 }

@@ -225,11 +225,7 @@ mod _native {
         layer_dir: PathBuf,
         compression: i64,
     ) -> PyResult<DiffReader> {
-        let Some(compression) = DiffCompression::from_code(compression) else {
-            return Err(PyValueError::new_err(format!(
-                "no diff compression numbered {compression}"
-            )));
-        };
+        let compression = DiffCompression::from_code(compression)?;
         let stream = detached(py, "open_diff", || {
             DiffStream::open(&tar_split_path, &layer_dir, compression)
         })?;
