@@ -10,10 +10,14 @@
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::fcntl::{open, openat, readlinkat, OFlag};
+use nix::sys::stat::{mkdirat, Mode};
 
 use crate::error::{Error, IoContext, Result};
 use crate::paths::{clean, shown};
@@ -62,11 +66,6 @@ pub fn c_string(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-/// The calling thread's last OS error.
-pub(crate) fn errno() -> io::Error {
-    io::Error::last_os_error()
-}
-
 /// `openat(dir, name, flags | O_CLOEXEC, mode)`, retried on `EINTR`.
 pub fn open_at(
     dir: BorrowedFd<'_>,
@@ -74,42 +73,20 @@ pub fn open_at(
     flags: libc::c_int,
     mode: u32,
 ) -> io::Result<OwnedFd> {
+    // The bits go to the kernel exactly as given (`from_bits_retain`), known to nix or not.
+    let flags = OFlag::from_bits_retain(flags | libc::O_CLOEXEC);
+    let mode = Mode::from_bits_retain(mode);
     loop {
-        // SAFETY: `name` is NUL-terminated and `dir` is an open descriptor for the call.
-        let fd = unsafe {
-            libc::openat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                flags | libc::O_CLOEXEC,
-                libc::c_uint::from(mode),
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: openat just returned this descriptor; nothing else owns it.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-        let error = errno();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
+        match openat(dir, name, flags, mode) {
+            Err(Errno::EINTR) => {}
+            done => return done.map_err(io::Error::from),
         }
     }
 }
 
 /// The target of the symlink `name` in `dir`.
 pub fn read_link_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
-    let mut buffer = vec![0u8; MAX_PATH + 1];
-    // SAFETY: the buffer is valid for its length; `name` is NUL-terminated.
-    let length = unsafe {
-        libc::readlinkat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            buffer.as_mut_ptr().cast(),
-            buffer.len(),
-        )
-    };
-    let length = usize::try_from(length).map_err(|_| errno())?;
-    buffer.truncate(length);
-    Ok(buffer)
+    Ok(readlinkat(dir, name)?.into_vec())
 }
 
 /// A layer's directory, open, with the last parent directory resolved in it.
@@ -124,19 +101,10 @@ impl Root {
     /// Open the existing directory `path` (`O_PATH`: nothing is read through it).
     pub fn open(path: &Path) -> Result<Self> {
         let name = c_string(path.as_os_str().as_bytes()).at(path)?;
-        // SAFETY: `name` is NUL-terminated.
-        let fd = unsafe {
-            libc::open(
-                name.as_ptr(),
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(errno()).at(path);
-        }
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let fd = open(name.as_c_str(), flags, Mode::empty()).at(path)?;
         Ok(Self {
-            // SAFETY: open just returned this descriptor.
-            fd: Arc::new(unsafe { OwnedFd::from_raw_fd(fd) }),
+            fd: Arc::new(fd),
             path: path.to_path_buf(),
             cache: None,
         })
@@ -205,11 +173,9 @@ impl Root {
                             .extend(target.split(|&byte| byte == b'/').rev().map(<[u8]>::to_vec));
                     }
                     Some(libc::ENOENT) if create => {
-                        // SAFETY: `name` is NUL-terminated and `current` is open.
-                        let status =
-                            unsafe { libc::mkdirat(current.as_raw_fd(), name.as_ptr(), 0o755) };
-                        if status < 0 && errno().raw_os_error() != Some(libc::EEXIST) {
-                            return Err(errno());
+                        match mkdirat(current, name.as_c_str(), Mode::from_bits_retain(0o755)) {
+                            Ok(()) | Err(Errno::EEXIST) => {}
+                            Err(errno) => return Err(errno.into()),
                         }
                         pending.push(component);
                     }

@@ -8,6 +8,8 @@ use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::dir::Dir;
 use nix::errno::Errno;
@@ -20,8 +22,6 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{
     fchown, fchownat, geteuid, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags,
 };
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use crate::confine::{c_string, confine, open_at, split_parent, Root};
 pub use crate::confine::{MAX_PATH, MAX_SYMLINKS};
@@ -333,7 +333,6 @@ impl Extractor {
         let mut extractor = Self {
             root: Root::open(destination)?,
             format,
-            // SAFETY: geteuid cannot fail.
             privileged: geteuid().is_root(),
             umask: process_umask(),
             dirs: Vec::new(),
