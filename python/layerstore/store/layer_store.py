@@ -685,10 +685,10 @@ class LayerStore:
         """Nothing is counted as mounted any more: take down what the driver set up for
         mounts (the overlay home's bind) and tell Go processes so (a new storage.lock token),
         as Go's Shutdown does. The caller holds the graph lock."""
-        if not self.driver.release_home():
-            return
-        lock = self._graph_lock_file()
-        if lock is not None and lock.held_exclusive:
+        lock = self._graph_lock_file() if self.driver.name == "overlay" else None
+        if lock is None or not lock.held_exclusive:
+            return  # only under storage.lock, so that Go processes hear of it
+        if self.driver.release_home():
             lock.record_write()
 
     def _settle_mount_table(self) -> None:
@@ -996,7 +996,7 @@ class LayerStore:
         ``ROOT/<driver>-images`` and ``ROOT/<driver>-containers``) uses it, unless ``force``:
         deleting such a layer breaks podman for the whole store.
         """
-        with self._writing():
+        with self._graph_lock(), self._writing():
             layer_id = self._index.lookup(name)
             children = self._index.children(layer_id)
             if children:
@@ -1022,6 +1022,8 @@ class LayerStore:
         self._index.remove(layer_id)
         had_mount = self._mounts.pop(layer_id, None) is not None
         self._save(mounts=had_mount)
+        if had_mount and not self._mounts:
+            self._release_mount_setup()
 
     def _remove_layer_files(self, layer_id: str) -> None:
         self.driver.unmount(layer_id)  # delete unmounts first, whatever the count says
@@ -1033,7 +1035,7 @@ class LayerStore:
     def wipe(self, force: bool = False) -> None:
         """Delete every layer, children before their parents; like :meth:`delete`, refused
         when an image or a container uses any of them, unless ``force``."""
-        with self._writing():
+        with self._graph_lock(), self._writing():
             if not force:
                 self._users.refuse_deleting(set(self._index_ids()))
             for layer in reversed(list(self._index)):
@@ -1076,7 +1078,7 @@ class LayerStore:
         built on them; big data names without files are dropped; stale mount counts are
         cleared. A missing tar-split file is reported but left: the layer still works.
         """
-        with self._writing():
+        with self._graph_lock(), self._writing():
             return check.repair_problems(self, contents)
 
     def _clear_stale_mount(self, layer_id: str) -> None:
