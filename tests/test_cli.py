@@ -335,6 +335,43 @@ def test_import_from_stdin_with_an_id(cli: Cli) -> None:
         assert store.get("piped").uncompressed_digest == sha256(base_tar())
 
 
+def test_import_of_several_blobs_is_a_chain(cli: Cli, tmp_path: Path) -> None:
+    parent = cli.ok("create-layer", "--name", "root").out.strip()
+    base = write(tmp_path / "base.tar.gz", gzip.compress(base_tar()))
+    upper = write(tmp_path / "upper.tar.zst", zstandard.ZstdCompressor().compress(upper_tar()))
+    result = cli.ok("import", "--parent", "root", "--name", "top", base, upper)
+    ids = result.out.split()
+    first = hashlib.sha256(f"{parent}+{sha256(base_tar())[7:]}".encode()).hexdigest()
+    second = hashlib.sha256(f"{first}+{sha256(upper_tar())[7:]}".encode()).hexdigest()
+    assert ids == [first, second]  # containers/image's ids
+    with cli.api() as store:
+        assert store.get("top").id == second
+        assert store.get(second).parent == first
+        assert store.get(first).parent == parent
+        assert store.get(first).names == ()
+
+
+def test_a_failed_blob_of_a_chain_is_named(cli: Cli, tmp_path: Path) -> None:
+    base = write(tmp_path / "base.tar", base_tar())
+    broken = write(tmp_path / "broken.tar.gz", gzip.compress(upper_tar())[:-20])
+    result = cli("import", "--name", "top", base, broken)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"cannot import {broken!r} (blob 2 of 2)" in result.stderr
+    assert "1 layer(s) before it were stored, none after it" in result.stderr
+    (kept,) = result.stdout.split()
+    with cli.api() as store:
+        assert [layer.id for layer in store.layers()] == [kept.decode()]
+        assert not store.exists("top")
+
+
+def test_a_chain_takes_no_id(cli: Cli, tmp_path: Path) -> None:
+    base = write(tmp_path / "base.tar", base_tar())
+    result = cli("import", "--id", "f" * 64, base, base)
+    assert result.returncode == 1
+    assert "--id names one layer" in result.stderr
+
+
 def test_apply_diff_to_a_created_layer(cli: Cli, tmp_path: Path) -> None:
     layer_id = cli.ok("create-layer", "--name", "target").out.strip()
     blob = zstandard.ZstdCompressor().compress(base_tar())

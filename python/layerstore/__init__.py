@@ -15,6 +15,7 @@ from .drivers.changes import Change
 from .engines import ENGINE_NAMES, DiffSource
 from .errors import (
     BigDataUnknown,
+    ChainFailed,
     DuplicateID,
     DuplicateLayerNames,
     DuplicateName,
@@ -33,10 +34,12 @@ from .errors import (
 )
 from .layer import Compression, IDMap, Layer
 from .store import (
+    ChainBlob,
     LayerOptions,
     LayerStore,
     Problem,
     ProblemKind,
+    chain_layer_id,
     default_root,
     default_run_root,
 )
@@ -45,6 +48,8 @@ __all__ = [
     "DRIVER_NAMES",
     "ENGINE_NAMES",
     "BigDataUnknown",
+    "ChainBlob",
+    "ChainFailed",
     "Change",
     "Compression",
     "DiffSource",
@@ -69,6 +74,7 @@ __all__ = [
     "Problem",
     "ProblemKind",
     "StoreIsReadOnly",
+    "chain_layer_id",
     "default_root",
     "default_run_root",
 ]

@@ -9,8 +9,11 @@ same classes, so callers never see which engine did the work.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BigDataUnknown",
+    "ChainFailed",
     "DuplicateID",
     "DuplicateLayerNames",
     "DuplicateName",
@@ -108,3 +111,17 @@ class MountError(LayerStoreError, OSError):
     def __str__(self) -> str:
         text = f"{self.strerror} ({self.filename}, errno {self.errno})"
         return f"{text}; mount data: {self.data}" if self.data else text
+
+
+class ChainFailed(LayerStoreError):
+    """One blob of :meth:`~layerstore.LayerStore.put_chain` could not be applied.
+
+    ``index`` is the failed blob's position in the chain, ``committed`` the layers before it
+    that are in the store (from the first up); none after it is. The blob's own error is the
+    ``__cause__``.
+    """
+
+    def __init__(self, message: str, index: int, committed: list[Any]) -> None:
+        super().__init__(message)
+        self.index = index
+        self.committed = committed

@@ -30,8 +30,12 @@ TAR_SPLIT_SUFFIX = ".tar-split.gz"
 _TEMPORARY_SUFFIX = ".tmp"
 
 # Ours: ".NAME.PID.tmp" (atomic writes) and "ID.tar-split.gz.tmp"; Go's AtomicWriteFile: ".tmp-*".
+# A staged put's "staging-TOKEN.tar-split.gz(.tmp)" is not one: its staging lock says whether
+# its process still lives (store.staging).
 _TEMPORARY = re.compile(
-    rf"(^\..+\.\d+\.tmp$)|({re.escape(TAR_SPLIT_SUFFIX + _TEMPORARY_SUFFIX)}$)|(^\.tmp-)"
+    r"(^\..+\.\d+\.tmp$)"
+    rf"|(^[0-9a-f]{{64}}{re.escape(TAR_SPLIT_SUFFIX + _TEMPORARY_SUFFIX)}$)"
+    r"|(^\.tmp-)"
 )
 
 

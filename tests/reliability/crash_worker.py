@@ -49,6 +49,23 @@ def main() -> None:
         layer, _ = store.put(layer_blob(rng), parent=parent)
         note(journal, f"put {layer.id} {layer.uncompressed_digest}")
 
+    def put_mapped() -> None:
+        # Other id maps than its parent's (none): applied in place, under the lock.
+        maps = [(0, 100_000, 65_536)]
+        layer, _ = store.put(layer_blob(rng), uid_map=maps, gid_map=maps)
+        note(journal, f"put {layer.id} {layer.uncompressed_digest}")
+
+    def chain() -> None:
+        layers = store.layers()
+        parent = rng.choice(layers).id if layers and rng.random() < 0.5 else None
+        blobs = [layer_blob(rng) for _ in range(rng.randint(2, 4))]
+        for layer in store.put_chain(blobs, parent=parent):
+            note(journal, f"put {layer.id} {layer.uncompressed_digest}")
+
+    def create() -> None:
+        layer = store.create()
+        note(journal, f"created {layer.id}")
+
     def delete() -> None:
         layers = store.layers()
         parents = {layer.parent for layer in layers}
@@ -83,12 +100,14 @@ def main() -> None:
                 store.unmount(layer.id)
                 return
 
-    operations = {"put": put, "delete": delete, "names": names, "big-data": big_data,
-                  "mount": mount, "unmount": unmount}  # fmt: skip
+    operations = {"put": put, "put-mapped": put_mapped, "chain": chain, "create": create,
+                  "delete": delete, "names": names, "big-data": big_data, "mount": mount,
+                  "unmount": unmount}  # fmt: skip
     if operation:
         operations[operation]()
         return
-    weights = {"put": 5, "delete": 2, "names": 2, "big-data": 2, "mount": 2}
+    weights = {"put": 5, "chain": 2, "put-mapped": 1, "delete": 2, "names": 2, "big-data": 2,
+               "mount": 2}  # fmt: skip
     while True:
         chosen = rng.choices(list(weights), weights=list(weights.values()))[0]
         try:

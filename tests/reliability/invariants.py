@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from layerstore import LayerStore
+from layerstore.drivers import STAGING_DIR_NAME
 from layerstore.drivers.mountinfo import is_mount_point
 from layerstore.store.check import find_orphans
 
@@ -25,6 +26,14 @@ def read_journal(path: Path) -> dict[str, str]:
     return alive
 
 
+def staging_leftovers(store: LayerStore) -> list[str]:
+    """Files of staged puts: none once every put is over and the store was opened again."""
+    staging_home = Path(store.driver.home, STAGING_DIR_NAME)
+    found = sorted(str(path) for path in staging_home.iterdir()) if staging_home.is_dir() else []
+    found += sorted(str(path) for path in Path(store.layers_dir).glob("staging-*"))
+    return found
+
+
 def assert_consistent(store: LayerStore, journal: Path | None = None) -> None:
     """The checks of the reliability issue, on a store just opened read-write."""
     layers_json = Path(store.layers_dir, "layers.json")
@@ -34,6 +43,7 @@ def assert_consistent(store: LayerStore, journal: Path | None = None) -> None:
     ids = {record["id"] for record in records}
     assert set(store.driver.layer_ids()) == ids, "driver data and records disagree"
     assert find_orphans(store.layers_dir, store.driver, ids) == []
+    assert staging_leftovers(store) == [], "a staged put left files behind"
     for layer_id, digest in (read_journal(journal) if journal else {}).items():
         assert layer_id in ids, f"layer {layer_id} was put but is gone"
         with store.diff(layer_id, compression="none") as stream:

@@ -76,8 +76,12 @@ def test_random_kills(store: LayerStore, tmp_path: Path, request: pytest.Fixture
 
 
 FAULTS = {
-    "create:record-saved": "put",
-    "put:applied": "put",
+    "create:record-saved": "create",
+    "put:reserved": "put",
+    "put:staged": "put",
+    "put:renamed": "put",
+    "put:applied": "put-mapped",  # a put applied in place (other id maps than its parent's)
+    "chain:committed": "chain",  # one layer of a chain committed, the others staged
     "apply:before-tar-split": "put",
     "delete:marked": "delete",
     "delete:files-removed": "delete",

@@ -154,9 +154,20 @@ def build_parser() -> argparse.ArgumentParser:
     with_new_layer(verb("create-layer", verbs.create_layer, "create an empty layer; print its id"))
 
     sub = with_new_layer(
-        verb("import", verbs.import_layer, "create a layer from a blob; print its id")
+        verb(
+            "import",
+            verbs.import_layer,
+            "create a layer from a blob, or a chain of layers from several; print their ids",
+        )
     )
-    sub.add_argument("file", metavar="FILE|-", help="a tar, plain or compressed ('-': stdin)")
+    sub.add_argument(
+        "files",
+        metavar="FILE|-",
+        nargs="+",
+        help="a tar, plain or compressed ('-': stdin); several: the layers of one image, "
+        "first to last, each on the one before and the first on --parent, applied at once "
+        "with containers/image's ids; --name names the last",
+    )
 
     sub = with_layer(verb("apply-diff", verbs.apply_diff, "apply a blob to an existing layer"))
     sub.add_argument("file", metavar="FILE|-", help="a tar, plain or compressed ('-': stdin)")

@@ -39,8 +39,16 @@ class Progress:
     and logs never see it.
     """
 
-    def __init__(self, description: str, total: int | None, *, enabled: bool | None = None):
+    def __init__(
+        self,
+        description: str,
+        total: int | None,
+        *,
+        enabled: bool | None = None,
+        position: int | None = None,
+    ):
         self._description = description
+        self._position = position  # the bar's line, when several show at once
         self._total = total
         self._enabled = sys.stderr.isatty() if enabled is None else enabled
         self._count = 0
@@ -68,6 +76,7 @@ class Progress:
             dynamic_ncols=True,
             mininterval=0.2,
             leave=False,
+            position=self._position,
         )
 
     def update(self, count: int) -> None:
@@ -126,7 +135,7 @@ def _regular_size(stream: BinaryIO) -> int | None:
 
 
 @contextmanager
-def open_blob(path: str, description: str) -> Iterator[DiffSource]:
+def open_blob(path: str, description: str, *, position: int | None = None) -> Iterator[DiffSource]:
     """The layer blob named on the command line (``-``: stdin), counted for a progress bar
     when one may show.
 
@@ -145,7 +154,9 @@ def open_blob(path: str, description: str) -> Iterator[DiffSource]:
                 stream = cleanup.enter_context(open(path, "rb"))
             except OSError as exc:
                 raise CommandError(f"cannot read {os_error(exc, path, reading=True)}") from None
-        progress = cleanup.enter_context(Progress(description, _regular_size(stream)))
+        progress = cleanup.enter_context(
+            Progress(description, _regular_size(stream), position=position)
+        )
         if progress.wanted:
             yield ProgressReader(stream, progress)
         else:

@@ -11,11 +11,12 @@ import json
 import os
 import sys
 from argparse import Namespace
+from contextlib import ExitStack
 from typing import Any, NoReturn
 
-from .. import LayerStore, Problem
+from .. import ChainBlob, LayerStore, Problem
 from ..atomic import write_atomic
-from ..errors import BigDataUnknown, InvalidLayerData, NotSupported
+from ..errors import BigDataUnknown, ChainFailed, InvalidLayerData, NotSupported
 from .common import (
     PROG,
     CommandError,
@@ -82,20 +83,59 @@ def create_layer(store: LayerStore, arguments: Namespace) -> None:
 
 
 def import_layer(store: LayerStore, arguments: Namespace) -> None:
-    """``import``: create a layer and apply a blob to it in one go; prints its id."""
-    with open_blob(arguments.file, "import") as source:
+    """``import``: create a layer and apply a blob to it in one go, or a chain of layers from
+    several blobs at once; prints the ids, first to last."""
+    files: list[str] = arguments.files
+    if len(files) > 1:
+        import_chain(store, arguments)
+        return
+    (path,) = files
+    with open_blob(path, "import") as source:
         try:
             layer, _size = store.put(
                 source, id=arguments.id, parent=arguments.parent, names=arguments.name
             )
         except InvalidLayerData as exc:
-            raise CommandError(
-                f"cannot import {arguments.file!r}: {exc}; nothing was stored"
-            ) from None
+            raise CommandError(f"cannot import {path!r}: {exc}; nothing was stored") from None
     if layer.compressed_size == 0:
         # Go makes an empty layer of an empty stream too; say so, as it may be a mistake.
-        print(f"{PROG}: {arguments.file} was empty: the new layer is empty", file=sys.stderr)
+        print(f"{PROG}: {path} was empty: the new layer is empty", file=sys.stderr)
     print(layer.id)
+
+
+def import_chain(store: LayerStore, arguments: Namespace) -> None:
+    """``import FILE FILE...``: the layers of one image, one progress bar each."""
+    files: list[str] = arguments.files
+    if arguments.id is not None:
+        raise CommandError("--id names one layer: a chain's ids are containers/image's")
+    if files.count("-") > 1:
+        raise CommandError("standard input ('-') can be one of the blobs only once")
+    with ExitStack() as blobs:
+        sources = [
+            blobs.enter_context(
+                open_blob(path, f"layer {number}/{len(files)}", position=number - 1)
+            )
+            for number, path in enumerate(files, start=1)
+        ]
+        chain = [
+            ChainBlob(source, names=tuple(arguments.name) if number == len(files) else ())
+            for number, source in enumerate(sources, start=1)
+        ]
+        try:
+            layers = store.put_chain(chain, parent=arguments.parent)
+        except ChainFailed as exc:
+            for layer in exc.committed:
+                print(layer.id)
+            cause = exc.__cause__
+            raise CommandError(
+                f"cannot import {files[exc.index]!r} (blob {exc.index + 1} of {len(files)}): "
+                f"{cause if cause is not None else exc}; "
+                f"{len(exc.committed)} layer(s) before it were stored, none after it"
+            ) from None
+    for path, layer in zip(files, layers, strict=True):
+        if layer.compressed_size == 0:
+            print(f"{PROG}: {path} was empty: its layer is empty", file=sys.stderr)
+        print(layer.id)
 
 
 def apply_diff(store: LayerStore, arguments: Namespace) -> None:

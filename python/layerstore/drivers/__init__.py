@@ -24,6 +24,7 @@ from .idmaps import shift_ownership
 
 __all__ = [
     "DRIVER_NAMES",
+    "STAGING_DIR_NAME",
     "Driver",
     "choose_driver",
     "existing_drivers",
@@ -35,6 +36,9 @@ DRIVER_NAMES = ("overlay", "vfs")
 
 # A layer made without content starts read-only for others, as containers/storage makes it.
 DEFAULT_LAYER_MODE = 0o555
+
+STAGING_DIR_NAME = "layerstore-staging"
+"""The directory of the driver's home where staged puts build layers (``store.staging``)."""
 
 
 class Driver(ABC):
@@ -53,6 +57,17 @@ class Driver(ABC):
     @abstractmethod
     def create(self, layer_id: str, parent_id: str, *, writeable: bool) -> None:
         """Make the directories of a new layer on top of ``parent_id`` (empty: a base layer)."""
+
+    @abstractmethod
+    def stage(self, directory: str, parent_id: str) -> str:
+        """Make ``directory`` (new, in the staging area) the start of a layer on ``parent_id``
+        and return where its diff is to be extracted. vfs copies the parent's tree, so the
+        parent must be whole; overlay only takes its mode, which no applied diff changes."""
+
+    @abstractmethod
+    def commit_staged(self, layer_id: str, parent_id: str, directory: str) -> None:
+        """Move the staged ``directory`` into place as the layer ``layer_id`` on ``parent_id``
+        (whole now). On failure nothing of ``layer_id`` is left in place."""
 
     @abstractmethod
     def remove(self, layer_id: str) -> None:

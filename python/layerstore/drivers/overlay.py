@@ -20,7 +20,7 @@ import stat
 from collections.abc import Iterator, Sequence
 
 from ..errors import LayerStoreError
-from . import DEFAULT_LAYER_MODE, Driver, remove_tree
+from . import DEFAULT_LAYER_MODE, STAGING_DIR_NAME, Driver, remove_tree
 from .changes import (
     OPAQUE_MARKER,
     WHITEOUT_PREFIX,
@@ -36,6 +36,8 @@ __all__ = ["OverlayDriver"]
 LINK_DIR = "l"
 LINK_LENGTH = 26
 MAX_DEPTH = 500  # the kernel's overlay stacks this many lower directories at most (Go's limit)
+# Directories of the home that are no layer: the short links, Go's staging and ours.
+_NOT_LAYERS = frozenset((LINK_DIR, "staging", STAGING_DIR_NAME))
 _LINK_PATTERN = re.compile(f"[A-Z2-7]{{{LINK_LENGTH}}}")
 
 
@@ -63,24 +65,52 @@ class OverlayDriver(Driver):
             raise
 
     def _fill(self, layer_id: str, layer_dir: str, parent_id: str) -> None:
-        lower = self._lower_for_child(parent_id) if parent_id else ""
+        self._make_diff(layer_dir, parent_id)
+        self._link(layer_id, layer_dir, parent_id)
+
+    def _make_diff(self, layer_dir: str, parent_id: str) -> str:
+        """Make the layer's diff (its mode the parent's, as Go makes it), work and merged."""
         diff_mode = DEFAULT_LAYER_MODE
         if parent_id:
             diff_mode = stat.S_IMODE(os.stat(os.path.join(self._dir(parent_id), "diff")).st_mode)
         diff = os.path.join(layer_dir, "diff")
         os.mkdir(diff, diff_mode)
         os.chmod(diff, diff_mode)  # not narrowed by the umask
-        link = _new_link_name()
-        while os.path.lexists(os.path.join(self.home, LINK_DIR, link)):
-            link = _new_link_name()
-        os.symlink(os.path.join("..", layer_id, "diff"), os.path.join(self.home, LINK_DIR, link))
-        _write_small_file(os.path.join(layer_dir, "link"), link)
         os.mkdir(os.path.join(layer_dir, "work"), 0o700)
         os.mkdir(os.path.join(layer_dir, "merged"), 0o700)
+        return diff
+
+    def _link(self, layer_id: str, layer_dir: str, parent_id: str) -> None:
+        """Give the layer its lower file (or empty directory) and its short link in ``l/``:
+        the link file first, so that a layer removed half-linked leaves no stray link."""
+        lower = self._lower_for_child(parent_id) if parent_id else ""
         if lower:
             _write_small_file(os.path.join(layer_dir, "lower"), lower)
         else:
             os.mkdir(os.path.join(layer_dir, "empty"), 0o700)
+        link = _new_link_name()
+        while os.path.lexists(os.path.join(self.home, LINK_DIR, link)):
+            link = _new_link_name()
+        _write_small_file(os.path.join(layer_dir, "link"), link)
+        os.symlink(os.path.join("..", layer_id, "diff"), os.path.join(self.home, LINK_DIR, link))
+
+    # -- staged layers: made elsewhere, moved into place ---------------------------------------
+
+    def stage(self, directory: str, parent_id: str) -> str:
+        os.mkdir(directory, 0o700)
+        return self._make_diff(directory, parent_id)
+
+    def commit_staged(self, layer_id: str, parent_id: str, directory: str) -> None:
+        os.makedirs(os.path.join(self.home, LINK_DIR), mode=0o700, exist_ok=True)
+        layer_dir = self._dir(layer_id)
+        if os.path.lexists(layer_dir):
+            raise LayerStoreError(f"{layer_dir} exists already: a layer cannot take its place")
+        os.rename(directory, layer_dir)
+        try:
+            self._link(layer_id, layer_dir, parent_id)
+        except BaseException:
+            self.remove(layer_id)
+            raise
 
     def _lower_for_child(self, parent_id: str) -> str:
         parent_dir = self._dir(parent_id)
@@ -313,7 +343,7 @@ class OverlayDriver(Driver):
                 return sorted(
                     entry.name
                     for entry in entries
-                    if entry.name != LINK_DIR
+                    if entry.name not in _NOT_LAYERS
                     and stat.S_ISDIR(entry.stat(follow_symlinks=False).st_mode)
                 )
         except FileNotFoundError:

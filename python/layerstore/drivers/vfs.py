@@ -10,7 +10,7 @@ import os
 import stat
 from collections.abc import Sequence
 
-from ..errors import NotSupported
+from ..errors import LayerStoreError, NotSupported
 from . import DEFAULT_LAYER_MODE, Driver, remove_tree
 from .changes import DirectoryView, TreeView
 
@@ -30,14 +30,37 @@ class VfsDriver(Driver):
         os.makedirs(os.path.join(self.home, "dir"), mode=0o700, exist_ok=True)
         target = self._dir(layer_id)
         try:
-            if parent_id:
-                self.engine.copy_tree(self._dir(parent_id), target)
-            else:
-                os.mkdir(target, DEFAULT_LAYER_MODE)
-                os.chmod(target, DEFAULT_LAYER_MODE)  # not narrowed by the umask
+            self.stage(target, parent_id)
         except BaseException:
             remove_tree(target)
             raise
+
+    def stage(self, directory: str, parent_id: str) -> str:
+        if parent_id:
+            self.engine.copy_tree(self._dir(parent_id), directory)
+        else:
+            os.mkdir(directory, DEFAULT_LAYER_MODE)
+            os.chmod(directory, DEFAULT_LAYER_MODE)  # not narrowed by the umask
+        return directory
+
+    def commit_staged(self, layer_id: str, parent_id: str, directory: str) -> None:
+        os.makedirs(os.path.join(self.home, "dir"), mode=0o700, exist_ok=True)
+        target = self._dir(layer_id)
+        if os.path.lexists(target):
+            raise LayerStoreError(f"{target} exists already: a layer cannot take its place")
+        mode = stat.S_IMODE(os.lstat(directory).st_mode)
+        if mode & stat.S_IWUSR or os.geteuid() == 0:
+            os.rename(directory, target)
+            return
+        # Moving a directory to another parent rewrites its "..": without root that needs
+        # write permission on it, which a layer's 0555 tree root lacks.
+        os.chmod(directory, mode | stat.S_IWUSR)
+        try:
+            os.rename(directory, target)
+        except BaseException:
+            os.chmod(directory, mode)
+            raise
+        os.chmod(target, mode)
 
     def remove(self, layer_id: str) -> None:
         remove_tree(self._dir(layer_id))

@@ -3,20 +3,24 @@
 ``layer_store`` holds :class:`LayerStore`, the public face of layerstore; beside it, the pieces
 only it uses: ``records`` (a JSON file under a lock file with a last-writer token),
 ``locking``, ``index``, ``mounts`` (the mount table), ``check`` (check and repair) and
-``locations`` (where a store lives by default).
+``locations`` (where a store lives by default), ``staging`` (where a put applies a layer
+without holding the store) and ``chain`` (the layers of one image applied at once).
 """
 
 from __future__ import annotations
 
+from .chain import ChainBlob, chain_layer_id
 from .check import Problem, ProblemKind
 from .layer_store import LayerOptions, LayerStore
 from .locations import default_root, default_run_root
 
 __all__ = [
+    "ChainBlob",
     "LayerOptions",
     "LayerStore",
     "Problem",
     "ProblemKind",
+    "chain_layer_id",
     "default_root",
     "default_run_root",
 ]

@@ -115,8 +115,19 @@ def find_orphans(layers_dir: str, driver: Driver, known: Iterable[str]) -> list[
 def find_problems(store: LayerStore, contents: bool) -> list[Problem]:
     """What :meth:`LayerStore.check` reports; the caller holds the store's lock."""
     problems: list[Problem] = []
-    for layer in store._index:
+    for layer in store._index.visible():  # not the layers living puts are applying
         problems += _layer_problems(store, layer, contents)
+    staging = store._staging
+    for token in sorted(staging.tokens()):
+        if not staging.is_live(token):
+            problems.append(
+                Problem(
+                    "orphan",
+                    f"staging {token} of a put whose process died",
+                    "",
+                    staging.directory(token),
+                )
+            )
     driver = store.driver
     hidden = driver.hidden_mounts()
     for layer_id in hidden:

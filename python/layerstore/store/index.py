@@ -4,6 +4,10 @@ The index is the store's view of ``layers.json``. It is rebuilt whole when anoth
 written the file and updated in place by this process's own writes, which happen under the
 store's exclusive lock. Prefix lookups use a sorted list of ids and binary search, so a lookup
 costs O(log n) and never scans every id.
+
+A layer flagged ``incomplete`` (being made by a staged put, or being deleted) is held so that
+its id and names stay taken and its parent keeps a child, but lookups do not find it: a user
+sees a layer once it is whole.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ class LayerIndex:
         for layer in layers:
             self._by_id[layer.id] = layer
             self._index_layer(layer)
-        self._sorted_ids = sorted(self._by_id)
+        self._sorted_ids = sorted(
+            layer.id for layer in self._by_id.values() if not layer.incomplete
+        )
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -38,7 +44,12 @@ class LayerIndex:
         return len(self._by_id)
 
     def __iter__(self) -> Iterator[Layer]:
+        """Every record, incomplete ones too, in file order."""
         return iter(self._by_id.values())
+
+    def visible(self) -> Iterator[Layer]:
+        """The whole layers, in file order."""
+        return (layer for layer in self._by_id.values() if not layer.incomplete)
 
     def __contains__(self, layer_id: object) -> bool:
         return layer_id in self._by_id
@@ -55,11 +66,13 @@ class LayerIndex:
         return self._by_name.get(name)
 
     def lookup(self, name: str) -> str:
-        """Resolve an id, a name or a unique id prefix to an id, in that order (as Go does)."""
-        if name in self._by_id:
+        """Resolve an id, a name or a unique id prefix of a whole layer to an id, in that order
+        (as Go does)."""
+        layer = self._by_id.get(name)
+        if layer is not None and not layer.incomplete:
             return name
         owner = self._by_name.get(name)
-        if owner is not None:
+        if owner is not None and not self._by_id[owner].incomplete:
             return owner
         if not name:
             raise LayerUnknown("layer not known: an empty name or id prefix")
@@ -73,13 +86,16 @@ class LayerIndex:
         raise LayerUnknown(f"layer not known: {name!r}")
 
     def by_compressed_digest(self, digest: str) -> list[Layer]:
-        return [self._by_id[layer_id] for layer_id in self._by_compressed.get(digest, ())]
+        return self._whole(self._by_compressed.get(digest, ()))
 
     def by_uncompressed_digest(self, digest: str) -> list[Layer]:
-        return [self._by_id[layer_id] for layer_id in self._by_uncompressed.get(digest, ())]
+        return self._whole(self._by_uncompressed.get(digest, ()))
+
+    def _whole(self, ids: Iterable[str]) -> list[Layer]:
+        return [layer for layer in map(self._by_id.__getitem__, ids) if not layer.incomplete]
 
     def children(self, layer_id: str) -> list[Layer]:
-        """Layers whose parent is ``layer_id``."""
+        """Layers whose parent is ``layer_id``, incomplete ones too (a staged child counts)."""
         return [layer for layer in self._by_id.values() if layer.parent == layer_id]
 
     # -- changing ------------------------------------------------------------------------------
@@ -88,20 +104,30 @@ class LayerIndex:
         """Add a new layer at the end; its names must already be free."""
         self._by_id[layer.id] = layer
         self._index_layer(layer)
-        bisect.insort(self._sorted_ids, layer.id)
+        if not layer.incomplete:
+            bisect.insort(self._sorted_ids, layer.id)
 
     def replace(self, layer: Layer) -> None:
         """Put a changed record of an existing layer in place, keeping its position."""
-        self._unindex_layer(self._by_id[layer.id])
+        old = self._by_id[layer.id]
+        self._unindex_layer(old)
         self._by_id[layer.id] = layer
         self._index_layer(layer)
+        if old.incomplete and not layer.incomplete:
+            bisect.insort(self._sorted_ids, layer.id)
+        elif layer.incomplete and not old.incomplete:
+            self._unsort(layer.id)
 
     def remove(self, layer_id: str) -> Layer:
         layer = self._by_id.pop(layer_id)
         self._unindex_layer(layer)
+        if not layer.incomplete:
+            self._unsort(layer_id)
+        return layer
+
+    def _unsort(self, layer_id: str) -> None:
         position = bisect.bisect_left(self._sorted_ids, layer_id)
         del self._sorted_ids[position]
-        return layer
 
     def _index_layer(self, layer: Layer) -> None:
         for name in layer.names:

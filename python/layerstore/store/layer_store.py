@@ -60,12 +60,14 @@ from ..layer import (
 from ..paths import big_data_dir, big_data_file_name, big_data_path, tar_split_path
 from ..streams import compressed_chunks, reader_of
 from . import check
+from .chain import ChainBlob, default_workers, run_chain
 from .check import Problem, find_orphans
 from .index import LayerIndex
 from .locations import default_run_root
 from .locking import LockFile
 from .mounts import MountPoint, decode_mounts, encode_mounts
 from .records import RecordFile, decode_records
+from .staging import STAGING_FLAG, Staging, StagingArea
 from .users import LayerUsers
 
 __all__ = ["LayerOptions", "LayerStore"]
@@ -162,6 +164,19 @@ class _CreateRequest:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Reservation:
+    """A staged put between its reservation and its commit."""
+
+    layer: Layer
+    """The record as reserved: flagged incomplete, naming the staging."""
+    staging: Staging
+    stage_from: str
+    """The whole layer the driver starts the staged layer from ("" for nothing)."""
+    flags: dict[str, Any]
+    """The flags the layer has once whole."""
+
+
 class _RepairNeededError(Exception):
     """Raised inside a reload under a shared lock when repairs need the exclusive lock."""
 
@@ -252,6 +267,7 @@ class LayerStore:
         self.layers_dir = os.path.join(self.root, f"{driver_name}-layers")
         self.mounts_dir = os.path.join(self.run_root, f"{driver_name}-layers")
         self._index = LayerIndex()
+        self._staging = StagingArea(self.driver.home, self.layers_dir)
         self._users = LayerUsers(self.root, driver_name)
         self._mounts: dict[str, MountPoint] = {}
         self._load_mutex = threading.Lock()  # one reload at a time among reader threads
@@ -304,6 +320,7 @@ class LayerStore:
                 # Loading for writing removed incomplete layers and repaired names; what
                 # a process that died left without any record goes too.
                 self._remove(find_orphans(self.layers_dir, self.driver, self._index_ids()))
+                self._staging.remove_all_dead()
                 self._settle_mount_table()
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -407,7 +424,11 @@ class LayerStore:
                     )
                     names_repaired = True
                 owners[name] = position
-        incomplete = [layer.id for layer in layers if layer.incomplete]
+        # Incomplete layers are left by a process that died mid-operation, except those a
+        # living staged put is filling: they stay, unseen by lookups, until it commits.
+        incomplete = [
+            layer.id for layer in layers if layer.incomplete and not self._being_staged(layer)
+        ]
 
         if names_repaired and self.read_only:
             self._layers_file.forget()
@@ -428,12 +449,20 @@ class LayerStore:
             return
         if incomplete:
             for layer_id in incomplete:
+                token = self._index.get(layer_id).flags.get(STAGING_FLAG)
                 self._remove_layer_files(layer_id)
+                if isinstance(token, str):
+                    self._staging.remove_dead(token)
                 self._index.remove(layer_id)
                 self._mounts.pop(layer_id, None)
             self._save(mounts=True)
         elif names_repaired:
             self._save()
+
+    def _being_staged(self, layer: Layer) -> bool:
+        """Whether a living process is applying the layer (a staged put's reservation)."""
+        token = layer.flags.get(STAGING_FLAG)
+        return isinstance(token, str) and self._staging.is_live(token)
 
     def _decode_layers(self, data: bytes) -> list[Layer]:
         source = self._layers_file.path
@@ -521,7 +550,7 @@ class LayerStore:
     def layers(self) -> list[Layer]:
         """Every layer, in the order of layers.json (parents before children)."""
         with self._reading():
-            return [self._public(layer) for layer in self._index]
+            return [self._public(layer) for layer in self._index.visible()]
 
     def metadata(self, name: str) -> str:
         """The layer's free-form metadata text."""
@@ -794,7 +823,7 @@ class LayerStore:
     def status(self) -> list[tuple[str, str]]:
         """Facts about the store for people, as (key, value) pairs."""
         with self._reading():
-            count = len(self._index)
+            count = sum(1 for _ in self._index.visible())
         return [
             ("Root", self.root),
             ("Run root", self.run_root),
@@ -857,13 +886,239 @@ class LayerStore:
         """
         request = _CreateRequest.of(id, parent, options)
         with self._writing():
-            layer = self._create_locked(request)
+            reservation = self._reserve_locked(request)
+            if reservation is None:
+                return self._put_in_place_locked(
+                    request, diff, compressed_digest, uncompressed_digest
+                )
+        try:
+            result = self._stage(reservation, diff, compressed_digest, uncompressed_digest)
+        except BaseException:
+            self._abandon_reservation(reservation)
+            raise
+        with self._writing():
+            layer = self._commit_locked(reservation, result)
+        return self._public(layer), result.size
+
+    def _put_in_place_locked(
+        self,
+        request: _CreateRequest,
+        diff: DiffSource,
+        compressed_digest: str | None,
+        uncompressed_digest: str | None,
+    ) -> tuple[Layer, int]:
+        """A put applied in the layer's own directory, holding the store throughout (a layer
+        whose id maps differ from its parent's: its parent's files are shifted into it first)."""
+        layer = self._create_locked(request)
+        try:
+            size = self._apply_locked(layer, diff, compressed_digest, uncompressed_digest)
+            return self._finish_locked(self._index.get(layer.id)), size
+        except BaseException:
+            self._abandon(layer.id)
+            raise
+
+    # -- staged puts: reserve under the lock, apply without it, commit under it ----------------
+
+    def _reserve_locked(
+        self, request: _CreateRequest, stage_parent: str | None = None
+    ) -> _Reservation | None:
+        """Save the new layer's record flagged incomplete, naming a fresh staging; None when
+        the layer cannot be staged (its id maps differ from its parent's).
+
+        ``stage_parent``: the whole layer the driver takes the staged layer's start from, when
+        it is not the parent (a chain's later layers, whose parents are staged too)."""
+        layer_id = request.id if request.id is not None else self._fresh_id()
+        if layer_id in self._index:
+            raise DuplicateID(f"a layer with id {layer_id} already exists")
+        parent_id = self._parent_of(request)
+        if (request.uid_map, request.gid_map) != self._maps_of(stage_parent or parent_id):
+            return None
+        for name in request.names:
+            owner = self._index.owner_of(name)
+            if owner is not None:
+                raise DuplicateName(f"the name {name!r} is already used by layer {owner}")
+        staging = self._staging.new()
+        try:
+            flags = {**request.flags, INCOMPLETE_FLAG: True, STAGING_FLAG: staging.token}
+            layer = Layer(
+                id=layer_id,
+                names=request.names,
+                parent=parent_id,
+                mount_label=request.mount_label,
+                created=format_created(),
+                flags=freeze(flags),
+                uid_map=request.uid_map,
+                gid_map=request.gid_map,
+            )
+            self._index.add(layer)
+            self._save()
+        except BaseException:
+            if layer_id in self._index and self._index.get(layer_id).flags.get(STAGING_FLAG):
+                self._index.remove(layer_id)
+            staging.discard()
+            raise
+        fault("put:reserved")
+        stage_from = parent_id if stage_parent is None else stage_parent
+        return _Reservation(layer, staging, stage_from, request.flags)
+
+    def _parent_of(self, request: _CreateRequest) -> str:
+        if not request.parent:
+            return ""
+        if request.parent in self._index:  # a chain's staged parent, by its exact id
+            return request.parent
+        return self._index.lookup(request.parent)
+
+    def _stage(
+        self,
+        reservation: _Reservation,
+        diff: DiffSource,
+        compressed_digest: str | None,
+        uncompressed_digest: str | None,
+        start: str | None = None,
+    ) -> ApplyResult:
+        """Apply the blob into the reservation's staging (no store lock held), the staged layer
+        started from ``start`` (default: the reservation's)."""
+        staging = reservation.staging
+        target = self.driver.stage(
+            staging.directory, reservation.stage_from if start is None else start
+        )
+        result = self.engine.apply_layer(
+            diff,
+            target,
+            staging.tar_split,
+            whiteout_format=self.driver.whiteout_format,
+            trusted_compressed_digest=compressed_digest,
+            trusted_uncompressed_digest=uncompressed_digest,
+        )
+        fault("put:staged")
+        return result
+
+    def _commit_locked(
+        self,
+        reservation: _Reservation,
+        result: ApplyResult,
+        layer_id: str | None = None,
+        parent_id: str | None = None,
+    ) -> Layer:
+        """Rename a staged layer into place and save it whole; on failure nothing of it is
+        left, the reservation included. A chain's layer gives its ``layer_id`` when it was
+        known only once its DiffID was, and its ``parent_id`` (the previous layer's final id)."""
+        try:
+            reserved = self._check_reservation_locked(reservation, parent_id)
+            final_id = layer_id or reserved.id
+            if final_id != reserved.id and final_id in self._index:
+                raise DuplicateID(f"a layer with id {final_id} already exists")
+            layer = replace(
+                _with_contents(reserved, result), id=final_id, flags=freeze(reservation.flags)
+            )
+            self.driver.commit_staged(final_id, reserved.parent, reservation.staging.directory)
             try:
-                size = self._apply_locked(layer, diff, compressed_digest, uncompressed_digest)
-                return self._finish_locked(self._index.get(layer.id)), size
+                os.replace(reservation.staging.tar_split, tar_split_path(self.layers_dir, final_id))
+                fault("put:renamed")
+                if final_id == reserved.id:
+                    self._index.replace(layer)
+                else:
+                    self._index.remove(reserved.id)
+                    self._index.add(layer)
+                    for child in self._index.children(reserved.id):  # a chain's next layer
+                        self._index.replace(replace(child, parent=final_id))
+                self._save()
             except BaseException:
-                self._abandon(layer.id)
+                self._remove_layer_files(final_id)
                 raise
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._layers_file.forget()
+                self._load("rollback")  # memory as disk has it, before dropping the record
+            self._drop_reservation_locked(reservation)
+            reservation.staging.discard()
+            raise
+        reservation.staging.discard()
+        return layer
+
+    def _check_reservation_locked(self, reservation: _Reservation, parent_id: str | None) -> Layer:
+        """The reservation's record, still in the index or made again; its parent still there,
+        whole, with the same id maps. A Go process that reads the store while a layer is
+        staged takes the incomplete record for the leftover of a dead process and deletes it:
+        the record is then made again, if its id and names are still free."""
+        token = reservation.staging.token
+        reserved = reservation.layer
+        current = self._index.get(reserved.id) if reserved.id in self._index else None
+        if current is not None and current.flags.get(STAGING_FLAG) != token:
+            raise DuplicateID(
+                f"layer {reserved.id} was made by another process while this one applied it"
+            )
+        if current is None:
+            for name in reserved.names:
+                owner = self._index.owner_of(name)
+                if owner is not None:
+                    raise DuplicateName(
+                        f"the name {name!r} was given to layer {owner} while layer "
+                        f"{reserved.id} was being applied"
+                    )
+        record = current or reserved
+        if parent_id is not None and record.parent != parent_id:
+            record = replace(record, parent=parent_id)
+            if current is not None:
+                self._index.replace(record)
+        parent = record.parent
+        if parent and (parent not in self._index or self._index.get(parent).incomplete):
+            raise LayerUnknown(
+                f"layer {parent}, the parent of layer {reserved.id}, was deleted while the "
+                "layer was being applied"
+            )
+        if parent and self._maps_of(parent) != (record.uid_map, record.gid_map):
+            raise LayerStoreError(
+                f"the id maps of layer {parent} changed while its child {reserved.id} was "
+                "being applied"
+            )
+        if current is None:
+            self._index.add(record)
+        return record
+
+    def _drop_reservation_locked(self, reservation: _Reservation) -> None:
+        """Remove the reservation's record, if it is still ours, and what its staging holds
+        (first: a put that filled the disk leaves room to save the records)."""
+        with contextlib.suppress(Exception):
+            reservation.staging.clear()
+        layer_id = reservation.layer.id
+        if layer_id not in self._index:
+            return
+        if self._index.get(layer_id).flags.get(STAGING_FLAG) != reservation.staging.token:
+            return
+        with contextlib.suppress(Exception):
+            self._index.remove(layer_id)
+            self._save()
+
+    def _abandon_reservation(self, reservation: _Reservation) -> None:
+        """Undo a reservation whose staging failed; the original error is what the caller sees."""
+        try:
+            with contextlib.suppress(Exception), self._writing():
+                self._drop_reservation_locked(reservation)
+                reservation.staging.discard()
+        finally:
+            reservation.staging.discard()  # whatever happened above, the lock goes
+
+    def put_chain(
+        self,
+        blobs: Iterable[DiffSource | ChainBlob],
+        parent: str | None = None,
+        *,
+        workers: int | None = None,
+    ) -> list[Layer]:
+        """Put the layers of one image, each on the one before (the first on ``parent``), with
+        up to ``workers`` applies at a time (default: the cores this process may use); returns
+        the layers, first to last.
+
+        Each item is a blob as :meth:`put` takes it, or a :class:`ChainBlob` that also gives its
+        trusted digests, id and names. Ids are the caller's or containers/image's (from each
+        layer's DiffID and its parent's id, as skopeo and podman make them); a layer the store
+        already has under that id is reused, not applied again. The store's lock is held only
+        to reserve the layers and to commit each, in order, so readers never wait for an apply.
+        If a blob fails, the layers before it stay and nothing of it or the layers after it
+        does: ChainFailed says which, with the blob's error as its cause.
+        """
+        return run_chain(self, blobs, parent, workers or default_workers())
 
     def apply_diff(
         self,
@@ -1036,10 +1291,17 @@ class LayerStore:
         """Delete every layer, children before their parents; like :meth:`delete`, refused
         when an image or a container uses any of them, unless ``force``."""
         with self._graph_lock(), self._writing():
+            staged = [layer for layer in self._index if layer.incomplete and layer.parent]
+            if staged:
+                raise LayerHasChildren(
+                    f"layer {staged[0].parent} is the parent of layer {staged[0].id}, which a "
+                    "put is applying right now: wipe once it is done"
+                )
+            whole = [layer.id for layer in self._index.visible()]
             if not force:
-                self._users.refuse_deleting(set(self._index_ids()))
-            for layer in reversed(list(self._index)):
-                self._delete_locked(layer.id)
+                self._users.refuse_deleting(set(whole))
+            for layer_id in reversed(whole):
+                self._delete_locked(layer_id)
 
     # -- checking and repairing ------------------------------------------------------------------
 
@@ -1050,6 +1312,9 @@ class LayerStore:
         """Remove orphaned files (under the exclusive lock)."""
         for problem in problems:
             if problem.kind != "orphan" or not problem.path:
+                continue
+            if os.path.dirname(problem.path) == self._staging.home:
+                self._staging.remove_dead(os.path.basename(problem.path))
                 continue
             if (
                 problem.layer
