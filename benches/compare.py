@@ -26,6 +26,8 @@ still measured. The chart needs matplotlib (``pip install '.[bench]'``).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import platform
 import re
@@ -44,14 +46,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from datasets import LAYERS, LayerFiles, layer_files, scratch_directory, write_store_of_layers
+from datasets import (
+    CHAIN,
+    LAYERS,
+    LayerFiles,
+    layer_files,
+    scratch_directory,
+    write_store_of_layers,
+)
 
 HERE = Path(__file__).resolve().parent
 REPOSITORY = HERE.parent
 CHILD = HERE / "compare_child.py"
 GO_CLI = shutil.which("containers-storage")
 IMPLEMENTATIONS = ("go", "native", "pure")
-OPERATIONS = ("limits", "put", "diff", "delete", "mount", "open")
+OPERATIONS = ("limits", "put", "diff", "delete", "mount", "open", "chain", "reader")
 CHAIN_DEPTH = 100
 STORE_SIZE = 10_000
 LIMIT_TOOLS = ("cat", "sha256sum", "gzip -dc", "zstd -dc", "tar -x")
@@ -259,12 +268,13 @@ def table_lines(row: Row) -> list[str]:
     lines = []
     for name, measured in row.results.items():
         in_process = measured.in_process_median
+        cpu = f"{statistics.median(measured.cpu_seconds):.2f}" if measured.cpu_seconds else "-"
         lines.append(
             f"| {row.operation} | {name} | {measured.median:.3f} | "
             f"{min(measured.seconds):.3f}-{max(measured.seconds):.3f} | "
             f"{'-' if in_process is None else f'{in_process:.3f}'} | "
             f"{format_throughput(row.throughput(measured.median), row.unit)} | "
-            f"{statistics.median(measured.cpu_seconds):.2f} | {format_peak(measured.peak_kib)} | "
+            f"{cpu} | {format_peak(measured.peak_kib)} | "
             f"{format_ratio(row.versus_go(name))} | "
             f"{format_ratio(row.versus_go(name, in_process=True))} |"
         )
@@ -473,6 +483,161 @@ def compare_open(plan: Plan) -> Row:
     return Row("open", f"open + list {STORE_SIZE:,} layers (vfs)", STORE_SIZE, "layers/s", results)
 
 
+CHAIN_WAYS = ("put-each", "put-chain", "skopeo")
+LAYER_MEDIA_TYPES = {
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+}
+
+
+def write_oci_image(directory: Path, layers: list[tuple[LayerFiles, str]]) -> str:
+    """An OCI image layout at ``directory`` of one image whose layers are ``layers`` (data
+    set, compression), blobs hard-linked where they can be; returns its reference."""
+    blobs = directory / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def blob_file(source: Path) -> dict[str, object]:
+        digest = hashlib.sha256()
+        with open(source, "rb") as stream:
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
+        target = blobs / digest.hexdigest()
+        if not target.exists():
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copyfile(source, target)
+        return {"digest": f"sha256:{digest.hexdigest()}", "size": source.stat().st_size}
+
+    def blob_bytes(data: bytes) -> dict[str, object]:
+        (blobs / hashlib.sha256(data).hexdigest()).write_bytes(data)
+        return {"digest": f"sha256:{hashlib.sha256(data).hexdigest()}", "size": len(data)}
+
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [data.diff_id for data, _ in layers]},
+    }
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            **blob_bytes(json.dumps(config).encode()),
+        },
+        "layers": [
+            {"mediaType": LAYER_MEDIA_TYPES[kind], **blob_file(data.blob(kind))}
+            for data, kind in layers
+        ],
+    }
+    reference = "chain"
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                **blob_bytes(json.dumps(manifest).encode()),
+                "annotations": {"org.opencontainers.image.ref.name": reference},
+            }
+        ],
+    }
+    (directory / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (directory / "index.json").write_text(json.dumps(index))
+    return reference
+
+
+def skopeo_copy_command(work: Path, layout: Path, reference: str, root: Path, driver: str
+                        ) -> list[str]:  # fmt: skip
+    """skopeo copy of the layout's image into the store at ``root`` (run root ``root/run``),
+    with configuration files of its own, and a private /var/lib (c/image keeps a blob cache
+    under /var/lib/containers when run as root: the machine's must stay untouched)."""
+    (work / "policy.json").write_text('{"default": [{"type": "insecureAcceptAnything"}]}\n')
+    (work / "registries.conf").write_text("unqualified-search-registries = []\n")
+    (work / "storage.conf").write_text(
+        f'[storage]\ndriver = "{driver}"\ngraphroot = "{root}"\nrunroot = "{root / "run"}"\n'
+    )
+    (work / "tmp").mkdir(exist_ok=True)
+    script = 'mount -t tmpfs -o size=64m compare /var/lib && exec "$@"'
+    return ["env", f"CONTAINERS_STORAGE_CONF={work / 'storage.conf'}",
+            "unshare", "--mount", "--propagation", "private", "--",
+            "sh", "-c", script, "isolated",
+            "skopeo", "--policy", str(work / "policy.json"),
+            "--registries-conf", str(work / "registries.conf"), "--tmpdir", str(work / "tmp"),
+            "copy", "--quiet", f"oci:{layout}:{reference}",
+            f"containers-storage:[{driver}@{root}+{root / 'run'}]{reference}"]  # fmt: skip
+
+
+def compare_chain(plan: Plan, driver: str) -> Row:
+    """The 4 layers of one image: put one after the other, as one put_chain, and by skopeo
+    (containers/image's pipeline, what podman pull uses) from an OCI layout of the same blobs."""
+    layers = [(layer_files(name), kind) for name, kind in CHAIN]
+    ways = [way for way in CHAIN_WAYS if way != "skopeo" or shutil.which("skopeo")]
+    with scratch_root("compare-image-") as work:
+        layout = work / "layout"
+        reference = write_oci_image(layout, layers)
+        blobs = [str(data.blob(kind)) for data, kind in layers]
+
+        def measure(way: str) -> Outcome:
+            with scratch_root() as root:
+                if way == "skopeo":
+                    return run_process(
+                        skopeo_copy_command(work, layout, reference, root, driver), capture=False
+                    )
+                return run_process(child_command(way, root, driver, "native", *blobs))
+
+        results = alternate(plan, ways, measure)
+    size = sum(data.size for data, _ in layers)
+    names = " + ".join(f"{data.name} {kind}" for data, kind in layers)
+    return Row("chain", f"chain of 4 ({names}) ({driver})", size / 1e6, "MB/s", results)
+
+
+def compare_reader(plan: Plan, driver: str) -> Row:
+    """How long listing the layers takes while a large layer is put: layerstore's ``layers()``
+    in a second process during a put of the native engine, and ``containers-storage layers``
+    processes during a Go ``import-layer``."""
+    data = layer_files("large-files")
+    results = {name: Measurement() for name in ("native", "go") if name in plan.names}
+    for _ in range(plan.rounds):
+        if "native" in results:
+            with scratch_root() as root:
+                stop = root / "stop"
+                run_process(child_command("layers", root, driver, "native"))  # make the store
+                with tempfile.TemporaryFile(dir=scratch_directory()) as lines:
+                    reader = subprocess.Popen(
+                        child_command("reader", root, driver, "native", str(stop)), stdout=lines
+                    )
+                    time.sleep(0.5)  # the reader is listing before the put starts
+                    begun = time.monotonic()
+                    run_process(child_command("put", root, driver, "native", str(data.gzip)))
+                    ended = time.monotonic()
+                    stop.touch()
+                    reader.wait()
+                    lines.seek(0)
+                    for line in lines.read().decode().splitlines()[:-1]:
+                        start, seconds = map(float, line.split())
+                        if begun <= start and start + seconds <= ended:
+                            results["native"].seconds.append(seconds)
+        if "go" in results:
+            with scratch_root() as root:
+                run_process(go_command(root, driver, "layers"))
+                with open(data.gzip, "rb") as blob:
+                    writer = subprocess.Popen(
+                        go_command(root, driver, "import-layer"), stdin=blob,
+                        stdout=subprocess.DEVNULL,
+                    )  # fmt: skip
+                    time.sleep(0.2)  # import-layer holds the store by now
+                    while writer.poll() is None:
+                        results["go"].add(run_process(go_command(root, driver, "layers")))
+                    writer.wait()
+    return Row(
+        "reader",
+        f"list layers during a put of {data.name} gzip ({driver})",
+        1,
+        "lists/s",
+        results,
+    )
+
+
 # -- the report ----------------------------------------------------------------------------------
 
 
@@ -614,6 +779,25 @@ def targets(rows: list[Row]) -> list[Target]:
     ]
     if speedups:
         found.append(ratio_target("put: native at least 5x pure", 5, speedups))
+    for row in rows:
+        if row.section == "chain" and {"put-each", "put-chain"} <= set(row.results):
+            driver = row.operation.rsplit("(", 1)[1].rstrip(")")
+            wanted = 1.6 if driver == "overlay" else 1.3
+            chain = row.results["put-chain"].median
+            found.append(ratio_target(
+                f"chain ({driver}): put_chain at least {wanted}x the puts one after the other",
+                wanted, [(row.operation, row.results["put-each"].median / chain)]))  # fmt: skip
+            if "skopeo" in row.results:
+                found.append(ratio_target(
+                    f"chain ({driver}): put_chain at least 3x skopeo copy", 3,
+                    [(row.operation, row.results["skopeo"].median / chain)]))  # fmt: skip
+        if row.section == "reader" and row.results.get("native", Measurement()).seconds:
+            median = row.results["native"].median
+            found.append(Target(
+                f"{row.operation}: the median layers() under 20 ms",
+                f"median {median * 1000:.1f} ms, max "
+                f"{max(row.results['native'].seconds) * 1000:.1f} ms over "
+                f"{len(row.results['native'].seconds)} listings", median < 0.020))  # fmt: skip
     for name in ("native", "pure"):
         # (MB of tar, peak MB) of every put; flat means the biggest layer's puts need no more
         # than 25 % above the smallest layer's.
@@ -645,6 +829,8 @@ SECTIONS = {
     "delete": "delete a layer",
     "mount": f"mount and unmount the top of a {CHAIN_DEPTH}-layer overlay chain",
     "open": f"open a store of {STORE_SIZE:,} layers and list them",
+    "chain": "an image's 4 layers: put one after the other, put_chain, skopeo copy",
+    "reader": "listing the layers while a 420 MB layer is put (each figure: one listing)",
 }
 
 
@@ -996,6 +1182,11 @@ def main() -> int:
         emit(compare_mount(plan))
     if "open" in operations:
         emit([compare_open(plan)])
+    for driver in drivers:
+        if "chain" in operations:
+            emit([compare_chain(plan, driver)])
+        if "reader" in operations:
+            emit([compare_reader(plan, driver)])
 
     duration = time.perf_counter() - started
     print(f"\n{len(rows)} operations measured in {duration / 60:.1f} minutes", flush=True)

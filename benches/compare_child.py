@@ -9,13 +9,18 @@ the interpreter's start-up) to the end of the operation, opening the store inclu
 
 Operations: ``put BLOB [PARENT]`` (prints the new layer's id), ``diff LAYER none|gzip`` (reads the
 whole stream), ``delete LAYER``, ``mount LAYER`` (prints the mount point), ``unmount LAYER``,
-``layers`` (prints every layer's id and names, as ``containers-storage layers`` does) and
-``chain COUNT`` (setup only: a chain of COUNT one-file layers; prints the top layer's id).
+``layers`` (prints every layer's id and names, as ``containers-storage layers`` does),
+``chain COUNT`` (setup only: a chain of COUNT one-file layers; prints the top layer's id),
+``put-each BLOB ...`` (the blobs put one after the other, each on the one before; prints the
+top layer's id), ``put-chain BLOB ...`` (the same blobs as one ``put_chain``) and
+``reader STOP_FILE`` (``layers()`` over and over until STOP_FILE exists; prints one line per
+call: its start on the system's monotonic clock and how long it took, in seconds).
 """
 
 from __future__ import annotations
 
 import io
+import os
 import sys
 import tarfile
 import time
@@ -37,7 +42,7 @@ def one_file_layer(number: int) -> bytes:
 def main(arguments: list[str]) -> None:
     operation, root, driver, engine, *rest = arguments
     started = time.perf_counter()
-    store = LayerStore(root, driver=driver, engine=engine)
+    store = LayerStore(root, run_root=os.path.join(root, "run"), driver=driver, engine=engine)
     output: list[str] = []
     if operation == "put":
         parent = rest[1] if len(rest) > 1 else None
@@ -58,6 +63,19 @@ def main(arguments: list[str]) -> None:
         for layer in store.layers():
             output.append(layer.id)
             output.extend(f"\tname: {name}" for name in layer.names)
+    elif operation == "put-each":
+        parent = None
+        for blob in rest:
+            parent = store.put(blob, parent=parent)[0].id
+        output.append(str(parent))
+    elif operation == "put-chain":
+        output.append(store.put_chain(rest)[-1].id)
+    elif operation == "reader":
+        while not os.path.exists(rest[0]):
+            begun = time.monotonic()
+            store.layers()
+            output.append(f"{begun:.6f} {time.monotonic() - begun:.6f}")
+            time.sleep(0.002)
     elif operation == "chain":
         parent = None
         for number in range(int(rest[0])):

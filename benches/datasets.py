@@ -105,12 +105,14 @@ def _write_layer(path: Path, files: Iterator[tuple[str, bytes]]) -> Path:
     return path
 
 
-def small_files_layer() -> Path:
-    """A gzip layer of 20,000 files of 1-16 KiB in 200 directories (about 190 MB of tar)."""
-    path = data_directory() / f"small-files-v{DATA_VERSION}.tar.gz"
+def small_files_layer(variant: int = 0) -> Path:
+    """A gzip layer of 20,000 files of 1-16 KiB in 200 directories (about 190 MB of tar);
+    another ``variant`` has the same shape and other bytes (another DiffID)."""
+    suffix = f"-{variant}" if variant else ""
+    path = data_directory() / f"small-files{suffix}-v{DATA_VERSION}.tar.gz"
     if path.exists():
         return path
-    rng = random.Random(20_000)
+    rng = random.Random(20_000 + variant)
 
     def files() -> Iterator[tuple[str, bytes]]:
         for number in range(20_000):
@@ -136,7 +138,7 @@ def large_files_layer() -> Path:
     return _write_layer(path, files())
 
 
-def rootfs_layer() -> Path:
+def rootfs_layer(variant: int = 0) -> Path:
     """A gzip layer shaped like a distribution's root file system (about 190 MB of tar).
 
     About 14,500 entries: a merged /usr (``bin -> usr/bin`` symlinks), executables and shared
@@ -147,7 +149,8 @@ def rootfs_layer() -> Path:
     (``.wh.<name>`` files and ``.wh..wh..opq`` opaque-directory markers). File sizes follow a
     log-normal law, as in real images: most files are small, most bytes are in a few big ones.
     """
-    path = data_directory() / f"rootfs-v{DATA_VERSION}.tar.gz"
+    suffix = f"-{variant}" if variant else ""
+    path = data_directory() / f"rootfs{suffix}-v{DATA_VERSION}.tar.gz"
     if path.exists():
         return path
     temporary = path.with_suffix(".partial")
@@ -155,7 +158,7 @@ def rootfs_layer() -> Path:
         _gzip_writer(temporary) as compressed,
         tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as archive,
     ):
-        for info, data in _rootfs_entries(random.Random(150)):
+        for info, data in _rootfs_entries(random.Random(150 + variant)):
             archive.addfile(info, io.BytesIO(data) if data is not None else None)
     temporary.rename(path)
     return path
@@ -320,6 +323,18 @@ LAYERS = {
     "rootfs": rootfs_layer,
 }
 
+CHAIN = [
+    ("rootfs", "gzip"),
+    ("small-files", "zstd"),
+    ("rootfs-1", "zstd"),
+    ("small-files-1", "gzip"),
+]
+"""The 4-layer image of the chain benchmark, bottom first: (data set, compression). The upper
+two are other variants of the lower two (the same shapes, other bytes), as an image whose
+later layers update files of the earlier ones."""
+
+_VARIANTS = {"rootfs-1": lambda: rootfs_layer(1), "small-files-1": lambda: small_files_layer(1)}
+
 
 def plain_tar(blob: Path) -> Path:
     """The uncompressed tar inside a gzip blob, cached beside it."""
@@ -379,8 +394,9 @@ class LayerFiles:
 
 
 def layer_files(name: str) -> LayerFiles:
-    """The data set ``name`` (a key of LAYERS), generated and cached on first use."""
-    blob = LAYERS[name]()
+    """The data set ``name`` (a key of LAYERS, or one of CHAIN), generated and cached on first
+    use."""
+    blob = (LAYERS.get(name) or _VARIANTS[name])()
     tar = plain_tar(blob)
     memo = blob.with_suffix(".diffid")
     if not memo.exists():
