@@ -6,7 +6,9 @@ Data sets are generated deterministically (``datasets.py``; the sha256 of each t
 with the results): 20,000 small files, six large files, and a rootfs-like layer with symlinks,
 hard links and whiteouts, each as gzip and zstd blobs. Operations: put (``import-layer``) on vfs
 and overlay, diff (uncompressed and gzip), delete, mount and unmount of a 100-layer overlay
-chain, and opening and listing a store of 10,000 layers. Beside them, the machine's own limits
+chain, opening and listing a store of 10,000 layers, and a 4-layer image: put layer by layer
+and as one chain (chain), loaded from an OCI layout (load) and saved to one, gzip (save), each
+beside ``skopeo copy`` into or out of containers-storage. Beside them, the machine's own limits
 on the same data: ``cat``, ``sha256sum``, ``gzip -dc``, ``zstd -dc`` and ``tar -x``.
 
 Each implementation runs as its own process on the same data, in alternating order (A B C A B
@@ -60,7 +62,7 @@ REPOSITORY = HERE.parent
 CHILD = HERE / "compare_child.py"
 GO_CLI = shutil.which("containers-storage")
 IMPLEMENTATIONS = ("go", "native", "pure")
-OPERATIONS = ("limits", "put", "diff", "delete", "mount", "open", "chain", "reader")
+OPERATIONS = ("limits", "put", "diff", "delete", "mount", "open", "chain", "load", "save", "reader")
 CHAIN_DEPTH = 100
 STORE_SIZE = 10_000
 LIMIT_TOOLS = ("cat", "sha256sum", "gzip -dc", "zstd -dc", "tar -x")
@@ -232,15 +234,18 @@ class Row:
     unit: str
     """``MB/s``, or e.g. ``mounts/s``, ``layers/s``."""
     results: dict[str, Measurement]
+    baseline: str = "go"
+    """What the ratios are against: the Go CLI, or skopeo for whole images (chain, load, save)."""
 
     def throughput(self, seconds: float) -> float:
         return self.amount / seconds
 
-    def versus_go(self, name: str, in_process: bool = False) -> float | None:
-        if "go" not in self.results or name == "go":
+    def versus(self, name: str, in_process: bool = False) -> float | None:
+        """The baseline's median process time over ``name``'s (above 1: ``name`` is faster)."""
+        if self.baseline not in self.results or name == self.baseline:
             return None
         ours = self.results[name].in_process_median if in_process else self.results[name].median
-        return self.results["go"].median / ours if ours else None
+        return self.results[self.baseline].median / ours if ours else None
 
 
 def format_throughput(value: float, unit: str) -> str:
@@ -259,7 +264,7 @@ def format_ratio(value: float | None) -> str:
 
 TABLE_HEADER = (
     "| operation | implementation | median s | spread s | in-process s | throughput | CPU s "
-    "| peak MB | vs Go | vs Go, in-process |\n"
+    "| peak MB | vs Go (skopeo) | vs Go (skopeo), in-process |\n"
     "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
@@ -275,8 +280,8 @@ def table_lines(row: Row) -> list[str]:
             f"{'-' if in_process is None else f'{in_process:.3f}'} | "
             f"{format_throughput(row.throughput(measured.median), row.unit)} | "
             f"{cpu} | {format_peak(measured.peak_kib)} | "
-            f"{format_ratio(row.versus_go(name))} | "
-            f"{format_ratio(row.versus_go(name, in_process=True))} |"
+            f"{format_ratio(row.versus(name))} | "
+            f"{format_ratio(row.versus(name, in_process=True))} |"
         )
     return lines
 
@@ -546,11 +551,58 @@ def write_oci_image(directory: Path, layers: list[tuple[LayerFiles, str]]) -> st
     return reference
 
 
-def skopeo_copy_command(work: Path, layout: Path, reference: str, root: Path, driver: str
+@dataclass(frozen=True)
+class OciImage:
+    """The chain benchmark's 4-layer image as an OCI layout, with the files skopeo is run with."""
+
+    work: Path
+    """skopeo's private configuration and temporary files; the layout is below it."""
+    layout: Path
+    reference: str
+    layers: list[tuple[LayerFiles, str]]
+
+    @property
+    def location(self) -> str:
+        """The image as containers/image and ``LayerStore.load`` name it: ``oci:DIR:REF``."""
+        return f"oci:{self.layout}:{self.reference}"
+
+    @property
+    def stored_name(self) -> str:
+        """The name a copy into containers-storage gives it (containers/image normalizes
+        ``REF`` to ``docker.io/library/REF:latest``); layerstore's loads are given the same."""
+        return f"docker.io/library/{self.reference}:latest"
+
+    @property
+    def size(self) -> int:
+        """Bytes of tar of all its layers."""
+        return sum(data.size for data, _ in self.layers)
+
+    def label(self, operation: str, driver: str) -> str:
+        names = " + ".join(f"{data.name} {kind}" for data, kind in self.layers)
+        return f"{operation} of 4 ({names}) ({driver})"
+
+
+@contextmanager
+def oci_image() -> Iterator[OciImage]:
+    """The layers of ``CHAIN`` written as an OCI layout (blobs hard-linked to the data sets)."""
+    layers = [(layer_files(name), kind) for name, kind in CHAIN]
+    with scratch_root("compare-image-") as work:
+        layout = work / "layout"
+        yield OciImage(work, layout, write_oci_image(layout, layers), layers)
+
+
+def storage_location(root: Path, driver: str, name: str) -> str:
+    """The image ``name`` of the store at ``root`` (run root ``root/run``), as containers/image
+    names it."""
+    return f"containers-storage:[{driver}@{root}+{root / 'run'}]{name}"
+
+
+def skopeo_copy_command(work: Path, source: str, destination: str, root: Path, driver: str
                         ) -> list[str]:  # fmt: skip
-    """skopeo copy of the layout's image into the store at ``root`` (run root ``root/run``),
-    with configuration files of its own, and a private /var/lib (c/image keeps a blob cache
-    under /var/lib/containers when run as root: the machine's must stay untouched)."""
+    """skopeo copy from ``source`` to ``destination`` (containers/image locations; the store
+    at ``root``, run root ``root/run``, is one of them), with configuration files of its own
+    in ``work``, and a private /var/lib (c/image keeps a blob cache under /var/lib/containers
+    when run as root: the machine's must stay untouched)."""
     (work / "policy.json").write_text('{"default": [{"type": "insecureAcceptAnything"}]}\n')
     (work / "registries.conf").write_text("unqualified-search-registries = []\n")
     (work / "storage.conf").write_text(
@@ -563,32 +615,100 @@ def skopeo_copy_command(work: Path, layout: Path, reference: str, root: Path, dr
             "sh", "-c", script, "isolated",
             "skopeo", "--policy", str(work / "policy.json"),
             "--registries-conf", str(work / "registries.conf"), "--tmpdir", str(work / "tmp"),
-            "copy", "--quiet", f"oci:{layout}:{reference}",
-            f"containers-storage:[{driver}@{root}+{root / 'run'}]{reference}"]  # fmt: skip
+            "copy", "--quiet", source, destination]  # fmt: skip
+
+
+def skopeo_load(image: OciImage, root: Path, driver: str) -> Outcome:
+    """skopeo copy of the layout's image into a store at ``root``: containers/image's pipeline,
+    what podman pull uses."""
+    destination = storage_location(root, driver, image.reference)
+    command = skopeo_copy_command(image.work, image.location, destination, root, driver)
+    return run_process(command, capture=False)
+
+
+def skopeo_save(image: OciImage, root: Path, driver: str, destination: str) -> Outcome:
+    """skopeo copy of the image out of the store at ``root`` to ``destination``."""
+    source = storage_location(root, driver, image.reference)
+    command = skopeo_copy_command(image.work, source, destination, root, driver)
+    return run_process(command, capture=False)
+
+
+def has_skopeo() -> bool:
+    return shutil.which("skopeo") is not None
+
+
+def engines(plan: Plan) -> list[str]:
+    """layerstore's engines among the implementations measured."""
+    return [name for name in plan.names if name != "go"]
 
 
 def compare_chain(plan: Plan, driver: str) -> Row:
     """The 4 layers of one image: put one after the other, as one put_chain, and by skopeo
-    (containers/image's pipeline, what podman pull uses) from an OCI layout of the same blobs."""
-    layers = [(layer_files(name), kind) for name, kind in CHAIN]
-    ways = [way for way in CHAIN_WAYS if way != "skopeo" or shutil.which("skopeo")]
-    with scratch_root("compare-image-") as work:
-        layout = work / "layout"
-        reference = write_oci_image(layout, layers)
-        blobs = [str(data.blob(kind)) for data, kind in layers]
+    from an OCI layout of the same blobs."""
+    ways = [way for way in CHAIN_WAYS if way != "skopeo" or has_skopeo()]
+    with oci_image() as image:
+        blobs = [str(data.blob(kind)) for data, kind in image.layers]
 
         def measure(way: str) -> Outcome:
             with scratch_root() as root:
                 if way == "skopeo":
-                    return run_process(
-                        skopeo_copy_command(work, layout, reference, root, driver), capture=False
-                    )
+                    return skopeo_load(image, root, driver)
                 return run_process(child_command(way, root, driver, "native", *blobs))
 
         results = alternate(plan, ways, measure)
-    size = sum(data.size for data, _ in layers)
-    names = " + ".join(f"{data.name} {kind}" for data, kind in layers)
-    return Row("chain", f"chain of 4 ({names}) ({driver})", size / 1e6, "MB/s", results)
+    return Row(
+        "chain", image.label("chain", driver), image.size / 1e6, "MB/s", results, baseline="skopeo"
+    )
+
+
+def compare_load(plan: Plan, driver: str) -> Row:
+    """The 4-layer OCI layout loaded into a fresh store: ``LayerStore.load`` against skopeo
+    copy into containers-storage (the chain operation's skopeo figure, measured again here
+    in alternation with the loads)."""
+    ways = engines(plan) + (["skopeo"] if has_skopeo() else [])
+    with oci_image() as image:
+
+        def measure(way: str) -> Outcome:
+            with scratch_root() as root:
+                if way == "skopeo":
+                    return skopeo_load(image, root, driver)
+                return run_process(
+                    child_command("load", root, driver, way, image.location, image.stored_name)
+                )
+
+        results = alternate(plan, ways, measure)
+    return Row(
+        "load", image.label("load", driver), image.size / 1e6, "MB/s", results, baseline="skopeo"
+    )
+
+
+def compare_save(plan: Plan, driver: str) -> Row:
+    """The 4-layer image saved from a store to a new OCI layout, layers gzip-compressed:
+    ``LayerStore.save`` against skopeo copy out of containers-storage. Both read the same
+    store, filled by skopeo (by layerstore's load when skopeo is missing); each round writes
+    to a directory of its own."""
+    ways = engines(plan) + (["skopeo"] if has_skopeo() else [])
+    with oci_image() as image, scratch_root("compare-store-") as root:
+        if has_skopeo():
+            skopeo_load(image, root, driver)
+        else:
+            load = child_command("load", root, driver, "native", image.location, image.stored_name)
+            run_process(load)
+        run_process(child_command("layers", root, driver, "native"))  # its lock files, once
+
+        def measure(way: str) -> Outcome:
+            with scratch_root("compare-save-") as output:
+                destination = f"oci:{output / 'layout'}:{image.reference}"
+                if way == "skopeo":
+                    return skopeo_save(image, root, driver, destination)
+                return run_process(
+                    child_command("save", root, driver, way, image.stored_name, destination, "gzip")
+                )
+
+        results = alternate(plan, ways, measure)
+    return Row(
+        "save", image.label("save", driver), image.size / 1e6, "MB/s", results, baseline="skopeo"
+    )
 
 
 def compare_reader(plan: Plan, driver: str) -> Row:
@@ -754,7 +874,7 @@ def ratio_target(text: str, wanted: float, measured: list[tuple[str, float]]) ->
 
 
 def targets(rows: list[Row]) -> list[Target]:
-    """The acceptance targets of issue 9, checked on process times (start-up included)."""
+    """The acceptance targets, checked on process times (start-up included)."""
     found = []
     for section, data, wanted in [
         ("put", "large-files", 2.5),
@@ -767,7 +887,7 @@ def targets(rows: list[Row]) -> list[Target]:
             for row in rows
             if row.section == section
             and row.operation.split()[1] == data
-            and (ratio := row.versus_go("native")) is not None
+            and (ratio := row.versus("native")) is not None
         ]
         if measured:
             text = f"{section} {data}: native at least {wanted}x the Go CLI"
@@ -791,6 +911,12 @@ def targets(rows: list[Row]) -> list[Target]:
                 found.append(ratio_target(
                     f"chain ({driver}): put_chain at least 3x skopeo copy", 3,
                     [(row.operation, row.results["skopeo"].median / chain)]))  # fmt: skip
+        wanted = {"load": 3.0, "save": 2.0}.get(row.section)
+        if wanted and (ratio := row.versus("native")) is not None:
+            driver = row.operation.rsplit("(", 1)[1].rstrip(")")
+            found.append(ratio_target(
+                f"{row.section} ({driver}): LayerStore.{row.section} at least {wanted:g}x "
+                "skopeo copy", wanted, [(row.operation, ratio)]))  # fmt: skip
         if row.section == "reader" and row.results.get("native", Measurement()).seconds:
             median = row.results["native"].median
             found.append(Target(
@@ -830,6 +956,8 @@ SECTIONS = {
     "mount": f"mount and unmount the top of a {CHAIN_DEPTH}-layer overlay chain",
     "open": f"open a store of {STORE_SIZE:,} layers and list them",
     "chain": "an image's 4 layers: put one after the other, put_chain, skopeo copy",
+    "load": "load the 4-layer image from an OCI layout: LayerStore.load, skopeo copy",
+    "save": "save the 4-layer image to an OCI layout, gzip: LayerStore.save, skopeo copy",
     "reader": "listing the layers while a 420 MB layer is put (each figure: one listing)",
 }
 
@@ -899,9 +1027,11 @@ def markdown(
         "unmount and open: operations or layers per second).",
         "- *CPU s*: user + system time of the process (above the wall time: several threads).",
         f"- *peak MB*: {peak}.",
-        "- *vs Go*: Go's median process time over ours (above 1: layerstore is faster). *vs "
-        "Go, in-process*: Go's process time over our in-process time, which leaves Go's "
-        "start-up in and ours out; read it as what a long-running Python program sees.",
+        "- *vs Go (skopeo)*: Go's median process time over ours (above 1: layerstore is "
+        "faster); for whole images (chain, load, save), skopeo's. *vs Go (skopeo), "
+        "in-process*: that process time over our in-process time, which leaves Go's (or "
+        "skopeo's) start-up in and ours out; read it as what a long-running Python program "
+        "sees.",
         "",
     ]
     if chart is not None:
@@ -909,7 +1039,7 @@ def markdown(
     found = targets(rows)
     if found:
         lines += [
-            "### Targets of issue 9 (on process times)",
+            "### Targets (on process times)",
             "",
             "| target | measured | met |",
             "|---|---|---|",
@@ -1185,11 +1315,17 @@ def main() -> int:
     for driver in drivers:
         if "chain" in operations:
             emit([compare_chain(plan, driver)])
+        if "load" in operations:
+            emit([compare_load(plan, driver)])
+        if "save" in operations:
+            emit([compare_save(plan, driver)])
         if "reader" in operations:
             emit([compare_reader(plan, driver)])
 
     duration = time.perf_counter() - started
     print(f"\n{len(rows)} operations measured in {duration / 60:.1f} minutes", flush=True)
+    for found in targets(rows):
+        print(f"target: {found.text}: {found.measured}: {'met' if found.met else 'NOT met'}")
     chart = None
     if str(arguments.chart) != "-" and draw_chart(rows, arguments.chart):
         chart = arguments.chart

@@ -12,7 +12,9 @@ whole stream), ``delete LAYER``, ``mount LAYER`` (prints the mount point), ``unm
 ``layers`` (prints every layer's id and names, as ``containers-storage layers`` does),
 ``chain COUNT`` (setup only: a chain of COUNT one-file layers; prints the top layer's id),
 ``put-each BLOB ...`` (the blobs put one after the other, each on the one before; prints the
-top layer's id), ``put-chain BLOB ...`` (the same blobs as one ``put_chain``) and
+top layer's id), ``put-chain BLOB ...`` (the same blobs as one ``put_chain``), ``load SOURCE
+[NAME ...]`` (``LayerStore.load`` of an image, e.g. ``oci:DIR:REF``; prints the image's id),
+``save IMAGE DESTINATION COMPRESSION`` (``LayerStore.save``; prints the manifest's digest) and
 ``reader STOP_FILE`` (``layers()`` over and over until STOP_FILE exists; prints one line per
 call: its start on the system's monotonic clock and how long it took, in seconds).
 """
@@ -70,6 +72,10 @@ def main(arguments: list[str]) -> None:
         output.append(str(parent))
     elif operation == "put-chain":
         output.append(store.put_chain(rest)[-1].id)
+    elif operation == "load":
+        output.append(store.load(rest[0], names=rest[1:]).id)
+    elif operation == "save":
+        output.append(store.save(rest[0], rest[1], compression=rest[2]))
     elif operation == "reader":
         while not os.path.exists(rest[0]):
             begun = time.monotonic()

@@ -162,19 +162,20 @@ def test_threads_share_one_process_lock(tmp_path: Path) -> None:
 
 def test_a_forked_child_starts_with_a_fresh_lock(tmp_path: Path) -> None:
     path = tmp_path / "fork.lock"
+    released = tmp_path / "released"
     lock = LockFile.open(str(path))
     with lock.exclusive():
         pid = os.fork()
         if pid == 0:  # child: the parent's lock is not ours; we must wait for it
             status = 0
             try:
-                started = time.monotonic()
                 with lock.exclusive():
-                    status = 0 if time.monotonic() - started > 0.2 else 3
+                    status = 0 if released.exists() else 3
             except BaseException:
                 status = 4
             os._exit(status)
         time.sleep(0.4)
+        released.touch()  # still holding the lock: the child cannot have it yet
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
 

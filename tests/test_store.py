@@ -484,9 +484,8 @@ def test_layers_that_images_or_containers_use_are_not_deleted(store: LayerStore)
     spare = store.create(names=["spare"])
     root, driver = Path(store.root), store.driver.name
     images, containers = root / f"{driver}-images", root / f"{driver}-containers"
-    images.mkdir()
+    images.mkdir(exist_ok=True)  # the store made it, with images.lock, as Go does
     containers.mkdir()
-    (images / "images.lock").write_bytes(b"")
     (images / "images.json").write_text(
         json.dumps(
             [{"id": "a" * 64, "names": ["img:1"], "layer": top.id, "mapped-layers": [mapped.id]}]

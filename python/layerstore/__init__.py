@@ -19,7 +19,10 @@ from .errors import (
     DuplicateID,
     DuplicateLayerNames,
     DuplicateName,
+    ImageUnknown,
+    ImageUsedByContainer,
     InvalidBigDataName,
+    InvalidImage,
     InvalidLayerData,
     InvalidStoreData,
     LayerHasChildren,
@@ -30,8 +33,10 @@ from .errors import (
     LayerUsedByImage,
     MountError,
     NotSupported,
+    RegistryError,
     StoreIsReadOnly,
 )
+from .image import Image
 from .layer import Compression, IDMap, Layer
 from .store import (
     ChainBlob,
@@ -57,7 +62,11 @@ __all__ = [
     "DuplicateLayerNames",
     "DuplicateName",
     "IDMap",
+    "Image",
+    "ImageUnknown",
+    "ImageUsedByContainer",
     "InvalidBigDataName",
+    "InvalidImage",
     "InvalidLayerData",
     "InvalidStoreData",
     "Layer",
@@ -73,6 +82,7 @@ __all__ = [
     "NotSupported",
     "Problem",
     "ProblemKind",
+    "RegistryError",
     "StoreIsReadOnly",
     "chain_layer_id",
     "default_root",

@@ -17,7 +17,10 @@ __all__ = [
     "DuplicateID",
     "DuplicateLayerNames",
     "DuplicateName",
+    "ImageUnknown",
+    "ImageUsedByContainer",
     "InvalidBigDataName",
+    "InvalidImage",
     "InvalidLayerData",
     "InvalidStoreData",
     "LayerHasChildren",
@@ -28,6 +31,7 @@ __all__ = [
     "LayerUsedByImage",
     "MountError",
     "NotSupported",
+    "RegistryError",
     "StoreIsReadOnly",
 ]
 
@@ -49,6 +53,31 @@ class BigDataUnknown(LayerStoreError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "big data item not known"
+
+
+class ImageUnknown(LayerStoreError, KeyError):
+    """No image has the given id, name or id prefix (Go: ErrImageUnknown)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ImageUsedByContainer(LayerStoreError):
+    """A container of the store is based on the image (Go: ErrImageUsedByContainer)."""
+
+
+class InvalidImage(LayerStoreError, ValueError):
+    """An image to load or save cannot be used: a layout or archive that is malformed or
+    truncated, a missing blob, a digest or DiffID that does not match, no matching platform."""
+
+
+class RegistryError(LayerStoreError):
+    """A registry refused or failed a request: ``status`` is the HTTP status (None when the
+    connection itself failed); the message names the registry, what was asked and why."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class DuplicateID(LayerStoreError, ValueError):

@@ -31,6 +31,7 @@ __all__ = [
     "freeze",
     "id_maps",
     "new_layer_id",
+    "thaw",
 ]
 
 INCOMPLETE_FLAG = "incomplete"
@@ -71,11 +72,11 @@ def freeze(value: Any) -> Any:
     return value
 
 
-def _thaw(value: Any) -> Any:
+def thaw(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {key: _thaw(item) for key, item in value.items()}
+        return {key: thaw(item) for key, item in value.items()}
     if isinstance(value, tuple):
-        return [_thaw(item) for item in value]
+        return [thaw(item) for item in value]
     return value
 
 
@@ -179,7 +180,7 @@ class Layer:
         if self.big_data_names:
             record["big-data-names"] = list(self.big_data_names)
         for key, value in self.extra.items():
-            record[key] = _thaw(value)
+            record[key] = thaw(value)
         return record
 
     @classmethod

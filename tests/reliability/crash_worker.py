@@ -85,6 +85,26 @@ def main() -> None:
         if layers:
             store.set_big_data(rng.choice(layers).id, f"key{rng.randint(0, 3)}", rng.randbytes(100))
 
+    def image() -> None:
+        layers = store.layers()
+        if layers:
+            top = rng.choice(layers)
+            made = store.create_image(
+                top.id,
+                names=[f"localhost/image-{rng.randint(0, 20)}:1"],
+                big_data=[("manifest", rng.randbytes(200), None), ("config", b"{}", None)],
+            )
+            note(journal, f"image {made.id} {top.id}")
+
+    def rmi() -> None:
+        images = store.images()
+        if images:
+            victim = rng.choice(images)
+            note(journal, f"deleting-image {victim.id}")
+            for layer in store.image_layers(victim.id):  # from now on they may be gone
+                note(journal, f"deleting {layer.id}")
+            store.delete_image(victim.id)
+
     def mount() -> None:
         layers = store.layers()
         if layers:
@@ -102,12 +122,12 @@ def main() -> None:
 
     operations = {"put": put, "put-mapped": put_mapped, "chain": chain, "create": create,
                   "delete": delete, "names": names, "big-data": big_data, "mount": mount,
-                  "unmount": unmount}  # fmt: skip
+                  "unmount": unmount, "image": image, "rmi": rmi}  # fmt: skip
     if operation:
         operations[operation]()
         return
     weights = {"put": 5, "chain": 2, "put-mapped": 1, "delete": 2, "names": 2, "big-data": 2,
-               "mount": 2}  # fmt: skip
+               "mount": 2, "image": 2, "rmi": 1}  # fmt: skip
     while True:
         chosen = rng.choices(list(weights), weights=list(weights.values()))[0]
         try:

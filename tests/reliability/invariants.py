@@ -12,18 +12,29 @@ from layerstore.drivers.mountinfo import is_mount_point
 from layerstore.store.check import find_orphans
 
 
-def read_journal(path: Path) -> dict[str, str]:
-    """Layers whose put returned and whose deletion never started: id -> uncompressed digest."""
+def _alive(path: Path, made: str, gone: str) -> dict[str, str]:
+    """From the journal: what a ``made ID VALUE`` line recorded and no ``gone ID`` line
+    since said may be gone, id -> value."""
     alive: dict[str, str] = {}
     if not path.exists():
         return alive
     for line in path.read_text().splitlines():
         parts = line.split()
-        if len(parts) == 3 and parts[0] == "put":
+        if len(parts) == 3 and parts[0] == made:
             alive[parts[1]] = parts[2]
-        elif len(parts) == 2 and parts[0] == "deleting":
+        elif len(parts) == 2 and parts[0] == gone:
             alive.pop(parts[1], None)
     return alive
+
+
+def read_journal(path: Path) -> dict[str, str]:
+    """Layers whose put returned and whose deletion never started: id -> uncompressed digest."""
+    return _alive(path, "put", "deleting")
+
+
+def read_images(path: Path) -> dict[str, str]:
+    """Images whose creation returned and whose deletion never started: id -> top layer."""
+    return _alive(path, "image", "deleting-image")
 
 
 def staging_leftovers(store: LayerStore) -> list[str]:
@@ -55,4 +66,17 @@ def assert_consistent(store: LayerStore, journal: Path | None = None) -> None:
         assert mount["count"] > 0
         if store.driver.name == "overlay":
             assert is_mount_point(mount["path"]), f"counted but not mounted: {mount}"
+    images_json = Path(store.root, f"{store.driver.name}-images", "images.json")
+    images = json.loads(images_json.read_bytes() or b"[]") if images_json.exists() else []
+    for image in images:
+        for layer_id in (image.get("layer"), *image.get("mapped-layers", [])):
+            assert not layer_id or layer_id in ids, f"image {image['id']} names a lost layer"
+        for key in image.get("big-data-names", []):
+            assert store.image_big_data(image["id"], key) is not None
+    image_dirs = {path.name for path in images_json.parent.iterdir() if path.is_dir()} if (
+        images_json.parent.is_dir()) else set()  # fmt: skip
+    assert image_dirs <= {image["id"] for image in images}, "big data of no image was left"
+    for image_id, layer_id in (read_images(journal) if journal else {}).items():
+        assert image_id in {image["id"] for image in images}, f"image {image_id} is gone"
+        assert store.image(image_id).layer == layer_id
     assert store.check(contents=True) == []

@@ -54,7 +54,7 @@ def reopen(store: LayerStore) -> LayerStore:
 def test_random_kills(store: LayerStore, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     if store.driver.name == "overlay" and not overlay_usable():
         pytest.skip("overlay mounts need root")
-    kills = 200 if request.config.getoption("--long") else 30
+    kills = 1000 if request.config.getoption("--long") else 30
     per_combination = max(kills // 4, 8)  # four driver x engine combinations share the total
     rng = random.Random(20261129)
     journal = tmp_path / "journal"
@@ -71,6 +71,8 @@ def test_random_kills(store: LayerStore, tmp_path: Path, request: pytest.Fixture
             for layer in survivor.layers():
                 if layer.mount_count:
                     survivor.unmount(layer.id, force=True)
+            for image in survivor.images():
+                survivor.delete_image(image.id, keep_layers=True)
             survivor.wipe()
             journal.unlink(missing_ok=True)
 
@@ -91,6 +93,8 @@ FAULTS = {
     # and a delete whose layers.json is written but not yet the mount table.
     "unmount:uncounted": "unmount",
     "save:layers-written": "delete",
+    "image:big-data-written": "image",
+    "rmi:record-removed": "rmi",
 }
 MOUNTED_FIRST = {"unmount:uncounted", "save:layers-written"}
 
@@ -102,6 +106,8 @@ def test_kill_at_a_chosen_point(store: LayerStore, tmp_path: Path, fault: str) -
     journal = tmp_path / "journal"
     setup = start_worker(store, 1, journal, "put")
     assert setup.wait() == 0
+    if FAULTS[fault] == "rmi":
+        assert start_worker(store, 1, journal, "image").wait() == 0
     if fault in MOUNTED_FIRST:
         assert start_worker(store, 1, journal, "mount").wait() == 0
         assert reopen(store).layers()[0].mount_count == 1

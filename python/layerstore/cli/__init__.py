@@ -26,12 +26,13 @@ from .. import DRIVER_NAMES, ENGINE_NAMES, Layer, LayerStore, __version__
 from ..errors import (
     DuplicateID,
     DuplicateName,
+    ImageUnknown,
     LayerStoreError,
     LayerUnknown,
     MountError,
     StoreIsReadOnly,
 )
-from . import verbs
+from . import image_verbs, verbs
 from .common import (
     PROG,
     CommandError,
@@ -242,10 +243,123 @@ def build_parser() -> argparse.ArgumentParser:
     sub = verb("wipe", verbs.wipe, "delete every layer of the store")
     sub.add_argument("--yes", action="store_true", help="really delete them all")
     sub.add_argument(
-        "--force", action="store_true", help="delete them even if images or containers use them"
+        "--force",
+        action="store_true",
+        help="delete them even if images or containers use them (and the images with them)",
     )
+    _add_image_verbs(verb, with_json)
     verb("demo", None, "import, mount and diff two layers in a temporary store, timing each step")
     return parser
+
+
+def _add_image_verbs(
+    verb: Callable[[str, Verb | None, str], argparse.ArgumentParser],
+    with_json: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
+) -> None:
+    image_help = "an image's id, name or unique id prefix"
+    with_json(verb("images", image_verbs.images, "list the images"))
+    sub = with_json(verb("image", image_verbs.image, "show an image: its record and layers"))
+    sub.add_argument("image", metavar="IMAGE", help=image_help)
+    sub = verb("tag", image_verbs.tag, "add names to an image, moving them from other images")
+    sub.add_argument("image", metavar="IMAGE", help=image_help)
+    sub.add_argument("names", metavar="NAME", nargs="+")
+    sub = verb("rmi", image_verbs.rmi, "delete images and the layers only they use")
+    sub.add_argument("images", metavar="IMAGE", nargs="+", help=image_help)
+    sub.add_argument(
+        "--keep-layers", action="store_true", help="delete the record only, keep every layer"
+    )
+    sub.add_argument(
+        "--untag",
+        action="store_true",
+        help="for a NAME of an image that has others, remove just that name",
+    )
+    sub = verb("load", image_verbs.load, "load an image's layers and record; print its id")
+    sub.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="oci:DIR[:REF], oci-archive:FILE[:REF] or docker-archive:FILE[:NAME|:@N]",
+    )
+    sub.add_argument(
+        "--name",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="name the image (repeatable; default: the names the source gives)",
+    )
+    sub.add_argument(
+        "--platform",
+        metavar="OS/ARCH[/VARIANT]",
+        help="the image to take from a multi-platform index (default: this machine's)",
+    )
+    sub = verb("save", image_verbs.save, "write an image out; print its manifest's digest")
+    sub.add_argument("image", metavar="IMAGE", help=image_help)
+    sub.add_argument(
+        "-o",
+        "--output",
+        metavar="DEST",
+        required=True,
+        help="oci:DIR[:REF], oci-archive:FILE[:REF] or docker-archive:FILE",
+    )
+    sub.add_argument(
+        "--compression",
+        choices=("none", "gzip", "zstd"),
+        help="compress the layers so (default: gzip; docker archives: none)",
+    )
+    _add_registry_verbs(verb, with_json, image_help)
+
+
+def _add_registry_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--creds", metavar="USER:PASSWORD", help="log in with these")
+    sub.add_argument(
+        "--authfile",
+        metavar="FILE",
+        help="credentials file (default: $REGISTRY_AUTH_FILE, podman's auth.json, then "
+        "~/.docker/config.json)",
+    )
+    sub.add_argument("--ca-file", metavar="FILE", help="trust the CAs in FILE too")
+    sub.add_argument(
+        "--tls-verify",
+        type=_boolean,
+        default=True,
+        metavar="BOOL",
+        help="verify the registry's certificate (default: true)",
+    )
+    sub.add_argument(
+        "--plain-http",
+        action="store_true",
+        help="speak plain HTTP (default only for a registry on this machine without TLS)",
+    )
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def _add_registry_verbs(
+    verb: Callable[[str, Verb | None, str], argparse.ArgumentParser],
+    with_json: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
+    image_help: str,
+) -> None:
+    sub = with_json(verb("pull", image_verbs.pull, "pull an image from a registry; print its id"))
+    sub.add_argument("reference", metavar="REGISTRY/REPO[:TAG|@DIGEST]")
+    sub.add_argument(
+        "--name", metavar="NAME", action="append", default=[],
+        help="name the image (repeatable; default: the reference)",
+    )  # fmt: skip
+    sub.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="as for load")
+    _add_registry_options(sub)
+    sub = with_json(verb("push", image_verbs.push, "push an image to a registry; print its digest"))
+    sub.add_argument("image", metavar="IMAGE", help=image_help)
+    sub.add_argument("reference", metavar="REGISTRY/REPO[:TAG]")
+    sub.add_argument(
+        "--compression", choices=("none", "gzip", "zstd"),
+        help="compress the layers so (default: as each layer's blob was)",
+    )  # fmt: skip
+    _add_registry_options(sub)
 
 
 # -- failures, worded ---------------------------------------------------------------------------
@@ -297,6 +411,8 @@ def describe(exc: BaseException, arguments: argparse.Namespace, store: LayerStor
         return str(exc)
     if isinstance(exc, LayerUnknown):
         return _unknown_layer(store, arguments, exc) if store is not None else str(exc)
+    if isinstance(exc, ImageUnknown):
+        return f"{exc}; '{PROG} images' lists them"
     if isinstance(exc, DuplicateName):
         return f"{exc}: choose another name, or move it with '{PROG} add-names LAYER NAME'"
     if isinstance(exc, DuplicateID):

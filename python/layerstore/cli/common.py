@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import IDMap, Layer, default_root, default_run_root
+from ..image import Image
 
 __all__ = [
     "PROG",
@@ -20,6 +21,7 @@ __all__ = [
     "default_root",
     "default_run_root",
     "human_size",
+    "image_to_json",
     "layer_to_json",
     "one_line",
     "os_error",
@@ -94,6 +96,12 @@ def layer_to_json(layer: Layer) -> dict[str, Any]:
     each layer.
     """
     return {field.name: _plain(getattr(layer, field.name)) for field in dataclasses.fields(layer)}
+
+
+def image_to_json(image: Image) -> dict[str, Any]:
+    """Every field of an :class:`~layerstore.image.Image` under its Python name, as
+    :func:`layer_to_json` gives a layer's; ``layerstore images --json`` prints this."""
+    return {field.name: _plain(getattr(image, field.name)) for field in dataclasses.fields(image)}
 
 
 def print_json(value: Any) -> None:

@@ -4,7 +4,9 @@
 only it uses: ``records`` (a JSON file under a lock file with a last-writer token),
 ``locking``, ``index``, ``mounts`` (the mount table), ``check`` (check and repair) and
 ``locations`` (where a store lives by default), ``staging`` (where a put applies a layer
-without holding the store) and ``chain`` (the layers of one image applied at once).
+without holding the store) and ``chain`` (the layers of one image applied at once). Images
+live beside the layers: ``images`` (images.json, its lock and indexes) and ``image_store``
+(the store's image methods, and the rules that tie images to layers).
 """
 
 from __future__ import annotations

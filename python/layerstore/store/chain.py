@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..engines import ApplyResult, DiffSource
-from ..errors import ChainFailed, DuplicateID, LayerStoreError
+from ..errors import ChainFailed, DuplicateID, InvalidLayerData, LayerStoreError
 from ..faults import fault
 from ..layer import Layer, check_layer_id
 
@@ -55,6 +55,10 @@ class ChainBlob:
     """The layer's id; by default containers/image's."""
     names: tuple[str, ...] = ()
     """Names for the layer."""
+    verify: bool = False
+    """Check the digests instead of trusting them: the apply computes both and the layer is
+    not committed when one differs (InvalidLayerData). An image load verifies what the
+    manifest and the config claim; the DiffID still gives the layer's id beforehand."""
 
 
 def chain_layer_id(parent_id: str, diff_id: str) -> str:
@@ -70,7 +74,12 @@ def as_chain_blob(item: DiffSource | ChainBlob) -> ChainBlob:
         if item.id is not None:
             check_layer_id(item.id)
         return ChainBlob(
-            item.diff, item.compressed_digest, item.uncompressed_digest, item.id, tuple(item.names)
+            item.diff,
+            item.compressed_digest,
+            item.uncompressed_digest,
+            item.id,
+            tuple(item.names),
+            item.verify,
         )
     return ChainBlob(item)
 
@@ -150,6 +159,10 @@ def _reserve_locked(store: LayerStore, steps: list[_Step], base: str) -> None:
         if known is None and previous_known and blob.uncompressed_digest:
             known = chain_layer_id(previous, blob.uncompressed_digest)
         existing = store._index.get(known) if known and known in store._index else None
+        if existing is None and blob.id is None and blob.uncompressed_digest and not reserving:
+            existing = _same_contents(store, previous, blob.uncompressed_digest)
+            if existing is not None:
+                known = existing.id
         if existing is not None and not existing.incomplete and not reserving:
             if existing.parent != previous:
                 raise DuplicateID(
@@ -171,6 +184,16 @@ def _reserve_locked(store: LayerStore, steps: list[_Step], base: str) -> None:
         step.reservation = reservation
         previous = reservation.layer.id
         previous_known = known is not None
+
+
+def _same_contents(store: LayerStore, parent_id: str, diff_id: str) -> Layer | None:
+    """A whole layer on ``parent_id`` whose DiffID is ``diff_id``, made under another id (by
+    a put that did not compute containers/image's): the same contents, so it is reused."""
+    maps = store._maps_of(parent_id)
+    for layer in store._index.by_uncompressed_digest(diff_id):
+        if layer.parent == parent_id and (layer.uid_map, layer.gid_map) == maps:
+            return layer
+    return None
 
 
 def _start_of(steps: list[_Step], step: _Step, base: str) -> str:
@@ -201,9 +224,18 @@ def _apply(
     if failed.is_set():
         raise LayerStoreError("an earlier layer of the chain failed")
     blob = step.blob
-    return store._stage(
-        reservation, blob.diff, blob.compressed_digest, blob.uncompressed_digest, start
-    )
+    if not blob.verify:
+        return store._stage(
+            reservation, blob.diff, blob.compressed_digest, blob.uncompressed_digest, start
+        )
+    result = store._stage(reservation, blob.diff, None, None, start)
+    for what, expected, found in (
+        ("blob", blob.compressed_digest, result.compressed_digest),
+        ("uncompressed tar (DiffID)", blob.uncompressed_digest, result.uncompressed_digest),
+    ):
+        if expected and expected != found:
+            raise InvalidLayerData(f"the {what} has digest {found}, not {expected} as claimed")
+    return result
 
 
 def _commit(store: LayerStore, step: _Step, parent_id: str) -> Layer:

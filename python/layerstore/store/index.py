@@ -18,7 +18,25 @@ from collections.abc import Iterable, Iterator
 from ..errors import LayerUnknown
 from ..layer import Layer
 
-__all__ = ["LayerIndex"]
+__all__ = ["LayerIndex", "resolve_prefix"]
+
+
+def resolve_prefix(
+    sorted_ids: list[str], prefix: str, unknown: type[LookupError], what: str
+) -> str:
+    """The one id of ``sorted_ids`` that starts with ``prefix``; ``unknown`` when none or
+    several do (``what`` names the records in the message). Binary search: O(log n)."""
+    if not prefix:
+        raise unknown(f"{what} not known: an empty name or id prefix")
+    start = bisect.bisect_left(sorted_ids, prefix)
+    matches = [
+        candidate for candidate in sorted_ids[start : start + 2] if candidate.startswith(prefix)
+    ]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise unknown(f"{what} not known: id prefix {prefix!r} is ambiguous")
+    raise unknown(f"{what} not known: {prefix!r}")
 
 
 class LayerIndex:
@@ -74,16 +92,7 @@ class LayerIndex:
         owner = self._by_name.get(name)
         if owner is not None and not self._by_id[owner].incomplete:
             return owner
-        if not name:
-            raise LayerUnknown("layer not known: an empty name or id prefix")
-        start = bisect.bisect_left(self._sorted_ids, name)
-        matches = self._sorted_ids[start : start + 2]
-        matches = [candidate for candidate in matches if candidate.startswith(name)]
-        if len(matches) == 1:
-            return matches[0]
-        if matches:
-            raise LayerUnknown(f"layer not known: id prefix {name!r} is ambiguous")
-        raise LayerUnknown(f"layer not known: {name!r}")
+        return resolve_prefix(self._sorted_ids, name, LayerUnknown, "layer")
 
     def by_compressed_digest(self, digest: str) -> list[Layer]:
         return self._whole(self._by_compressed.get(digest, ()))

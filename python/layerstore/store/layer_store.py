@@ -62,6 +62,8 @@ from ..streams import compressed_chunks, reader_of
 from . import check
 from .chain import ChainBlob, default_workers, run_chain
 from .check import Problem, find_orphans
+from .image_store import ImageMethods
+from .images import ImageRecords
 from .index import LayerIndex
 from .locations import default_run_root
 from .locking import LockFile
@@ -224,7 +226,7 @@ def _with_contents(layer: Layer, contents: Layer | ApplyResult) -> Layer:
     )
 
 
-class LayerStore:
+class LayerStore(ImageMethods):
     """A store of container image layers, on disk as containers/storage 1.43 keeps them.
 
     ``root`` holds the layers (``ROOT/<driver>-layers``, ``ROOT/<driver>``); ``run_root`` holds
@@ -268,7 +270,8 @@ class LayerStore:
         self.mounts_dir = os.path.join(self.run_root, f"{driver_name}-layers")
         self._index = LayerIndex()
         self._staging = StagingArea(self.driver.home, self.layers_dir)
-        self._users = LayerUsers(self.root, driver_name)
+        self._images = ImageRecords(self.root, driver_name, read_only=read_only)
+        self._users = LayerUsers(self.root, driver_name, self._images)
         self._mounts: dict[str, MountPoint] = {}
         self._load_mutex = threading.Lock()  # one reload at a time among reader threads
         self._closed = False
@@ -322,6 +325,8 @@ class LayerStore:
                 self._remove(find_orphans(self.layers_dir, self.driver, self._index_ids()))
                 self._staging.remove_all_dead()
                 self._settle_mount_table()
+            with self._images.writing():
+                self._images.remove_orphan_data()
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -1289,7 +1294,8 @@ class LayerStore:
 
     def wipe(self, force: bool = False) -> None:
         """Delete every layer, children before their parents; like :meth:`delete`, refused
-        when an image or a container uses any of them, unless ``force``."""
+        when an image or a container uses any of them, unless ``force``: then the image
+        records go too, as they would name layers that are gone."""
         with self._graph_lock(), self._writing():
             staged = [layer for layer in self._index if layer.incomplete and layer.parent]
             if staged:
@@ -1300,6 +1306,10 @@ class LayerStore:
             whole = [layer.id for layer in self._index.visible()]
             if not force:
                 self._users.refuse_deleting(set(whole))
+            elif not self.read_only:
+                with self._images.writing() as images:
+                    for image in list(images):
+                        self._images.remove(image.id)
             for layer_id in reversed(whole):
                 self._delete_locked(layer_id)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import LayerUsedByContainer, LayerUsedByImage
+from .images import ImageRecords
 from .locking import LockFile
 from .records import RecordFile, decode_records
 
@@ -39,25 +40,29 @@ class LayerUser:
 class LayerUsers:
     """The image and container stores of one store root, for the layers they use."""
 
-    def __init__(self, root: str, driver_name: str) -> None:
-        self._sources: list[tuple[UserKind, str, str, tuple[str, ...]]] = [
-            ("image", f"{driver_name}-images", "images", ("layer", "mapped-layers")),
-            ("container", f"{driver_name}-containers", "containers", ("layer",)),
-        ]
-        self._root = root
+    def __init__(self, root: str, driver_name: str, images: ImageRecords) -> None:
+        self._images = images
+        self._containers = os.path.join(root, f"{driver_name}-containers")
 
     def of(self, layer_ids: set[str]) -> dict[str, list[LayerUser]]:
         """The users of each of ``layer_ids`` that has any."""
         users: dict[str, list[LayerUser]] = {}
-        for kind, directory, stem, fields in self._sources:
-            for record in self._records(os.path.join(self._root, directory), stem):
-                user = LayerUser(kind, str(record.get("id", "")), _names(record))
-                for field in fields:
-                    value = record.get(field)
-                    for layer_id in value if isinstance(value, list) else [value]:
-                        if isinstance(layer_id, str) and layer_id in layer_ids:
-                            users.setdefault(layer_id, []).append(user)
+        with self._images.reading() as images:
+            for image in images:
+                user = LayerUser("image", image.id, image.names)
+                for layer_id in (image.layer, *image.mapped_layers):
+                    if layer_id in layer_ids:
+                        users.setdefault(layer_id, []).append(user)
+        for record in self.containers():
+            used = record.get("layer")
+            if isinstance(used, str) and used in layer_ids:
+                user = LayerUser("container", str(record.get("id", "")), _names(record))
+                users.setdefault(used, []).append(user)
         return users
+
+    def containers(self) -> list[dict[str, Any]]:
+        """The records of containers.json (podman's containers), read under its lock."""
+        return self._records(self._containers, "containers")
 
     def refuse_deleting(self, layer_ids: set[str]) -> None:
         """Raise LayerUsedByImage or LayerUsedByContainer when one of ``layer_ids`` is used."""
