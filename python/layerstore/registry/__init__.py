@@ -3,7 +3,7 @@
 ``reference`` parses ``REGISTRY/REPOSITORY[:TAG][@DIGEST]``, ``auth`` finds credentials and
 reads challenges, ``client`` speaks HTTP (urllib3) with retries, tokens and resumable blob
 streams, ``pull`` and ``push`` move images. :meth:`LayerStore.pull` and
-:meth:`LayerStore.push` are the entry points.
+:meth:`LayerStore.push` are the entry points; docs/registries.md has the details.
 """
 
 from __future__ import annotations
