@@ -101,10 +101,13 @@ class RegistryClient:
         try:
             self._ping(f"https://{host}")
         except RegistryError as exc:
+            # A server that answers TLS with plain HTTP fails the handshake; one whose
+            # certificate is not trusted does speak TLS, and must not get plain HTTP.
             local_without_tls = (
                 self._plain_http is None
                 and self.reference.is_local
                 and isinstance(exc.__cause__, SSLError)
+                and "CERTIFICATE_VERIFY_FAILED" not in str(exc.__cause__)
             )
             if not local_without_tls:
                 raise

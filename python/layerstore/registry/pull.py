@@ -115,6 +115,7 @@ def pull_image(
     ca_file: str | None = None,
     tls_verify: bool = True,
     plain_http: bool | None = None,
+    timeout: float = 60.0,
     wrap_blob: BlobWrapper | None = None,
 ) -> Image:
     """What :meth:`LayerStore.pull` does."""
@@ -123,7 +124,7 @@ def pull_image(
         credentials = Credentials(*credentials)
     client = RegistryClient(parsed, credentials=credentials, auth_file=auth_file,
                             ca_file=ca_file, tls_verify=tls_verify,
-                            plain_http=plain_http)  # fmt: skip
+                            plain_http=plain_http, timeout=timeout)  # fmt: skip
     data, digest, media_type = fetch_manifest(client, parsed.reference)
     if media_type in (OCI_INDEX, DOCKER_LIST):
         entries = json.loads(data).get("manifests") or []

@@ -60,6 +60,7 @@ def push_image(
     ca_file: str | None = None,
     tls_verify: bool = True,
     plain_http: bool | None = None,
+    timeout: float = 60.0,
     progress: Progress | None = None,
 ) -> str:
     """What :meth:`LayerStore.push` does; returns the manifest's digest."""
@@ -75,7 +76,7 @@ def push_image(
         credentials = Credentials(*credentials)
     client = RegistryClient(target, credentials=credentials, auth_file=auth_file,
                             ca_file=ca_file, tls_verify=tls_verify,
-                            plain_http=plain_http)  # fmt: skip
+                            plain_http=plain_http, timeout=timeout)  # fmt: skip
     image = store.image(image_name)
     layers = store.image_layers(image.id)
     config = config_of(store, image)

@@ -304,6 +304,7 @@ class ImageMethods:
         ca_file: str | None = None,
         tls_verify: bool = True,
         plain_http: bool | None = None,
+        timeout: float = 60.0,
         wrap_blob: BlobWrapper | None = None,
     ) -> Image:
         """Pull ``REGISTRY/REPOSITORY[:TAG|@DIGEST]`` into the store and name it so (or
@@ -314,14 +315,15 @@ class ImageMethods:
         ``(user, password)``, else looked up in ``auth_file`` or the auth files podman and
         docker use. TLS is verified (``ca_file`` adds a CA bundle) unless ``tls_verify`` is
         False; plain HTTP is used when ``plain_http``, or for a registry on this machine that
-        does not speak TLS. Raises RegistryError (with the HTTP ``status``) or InvalidImage;
-        nothing of a failed pull stays.
+        does not speak TLS. ``timeout`` is how long to wait for a registry to answer or to send
+        more, in seconds (a slow request is retried). Raises RegistryError (with the HTTP
+        ``status``) or InvalidImage; nothing of a failed pull stays.
         """
         from ..registry import pull_image
 
         return pull_image(self, reference, names=names, platform=platform,  # type: ignore[arg-type]
                           credentials=credentials, auth_file=auth_file, ca_file=ca_file,
-                          tls_verify=tls_verify, plain_http=plain_http,
+                          tls_verify=tls_verify, plain_http=plain_http, timeout=timeout,
                           wrap_blob=wrap_blob)  # fmt: skip
 
     def push(
@@ -335,6 +337,7 @@ class ImageMethods:
         ca_file: str | None = None,
         tls_verify: bool = True,
         plain_http: bool | None = None,
+        timeout: float = 60.0,
         progress: LayerProgress | None = None,
     ) -> str:
         """Push the image to ``REGISTRY/REPOSITORY[:TAG]``; returns the manifest's digest.
@@ -345,5 +348,5 @@ class ImageMethods:
 
         return push_image(self, image, reference, compression=compression,  # type: ignore[arg-type]
                           credentials=credentials, auth_file=auth_file, ca_file=ca_file,
-                          tls_verify=tls_verify, plain_http=plain_http,
+                          tls_verify=tls_verify, plain_http=plain_http, timeout=timeout,
                           progress=progress)  # fmt: skip
