@@ -6,9 +6,13 @@
 //!
 //! Compressed, a producer thread assembles the tar in blocks of 1 MiB and hands them round-robin
 //! to one compressor thread per core (at most four); the reader takes the compressed blocks back
-//! in order. Each block is compressed on its own: a gzip member (libdeflate, level 1) or a zstd
-//! frame, so the stream is a valid multi-member gzip or multi-frame zstd whose decompression is
-//! exactly the tar. Bounded channels keep at most a few blocks in flight, so memory stays flat
+//! in order. gzip is one member, as containers/storage (pgzip) and pigz write it, because many
+//! readers stop after a first member without an error: each block is raw deflate (zlib-rs,
+//! level 1) primed with the previous block's last 32 KiB as its dictionary and ended with a sync
+//! flush, so the blocks join into one deflate stream; the reader puts the gzip header before the
+//! first and the final empty block, the CRC-32 (computed by the producer, in order) and the
+//! length after the last. zstd is one frame per block, a valid multi-frame stream (zstd readers
+//! all read every frame). Bounded channels keep at most a few blocks in flight, so memory stays flat
 //! whatever the layer's size, and an error reaches the reader in its place in the stream, after
 //! the blocks before it and instead of anything after it. Dropping the stream stops and joins
 //! every thread and closes every file.
@@ -66,8 +70,8 @@ impl std::fmt::Display for DiffCompression {
 const BLOCK: usize = 1 << 20;
 /// Most compressor threads, whatever the number of cores.
 const MAX_WORKERS: usize = 4;
-/// gzip level: libdeflate's fastest, which already compresses about as well as zlib's level 2.
-const GZIP_LEVEL: i32 = 1;
+/// gzip level: zlib's fastest (containers/storage's pgzip writes `BestSpeed` too).
+const GZIP_LEVEL: u32 = 1;
 /// zstd level: the library's default.
 const ZSTD_LEVEL: i32 = 3;
 
@@ -150,17 +154,25 @@ impl DiffStream {
 
 /// What the producer gives a compressor.
 enum Job {
-    Block(Vec<u8>),
-    End,
+    /// A block, and the 32 KiB of the tar before it (gzip's dictionary).
+    Block(Vec<u8>, Vec<u8>),
+    /// The end, with the CRC-32 and the length of the whole tar.
+    End(u32, u64),
     Failed(Error),
 }
 
 /// What a compressor gives the reader.
 enum Message {
     Data(Vec<u8>),
-    End,
+    /// The end, with the stream's last bytes (gzip's trailer).
+    End(Vec<u8>),
     Failed(Error),
 }
+
+/// deflate's window: what a block may refer back to of the blocks before it.
+const WINDOW: usize = 32 << 10;
+/// A gzip header without a name, time or flags, as Go's gzip.Writer writes it (OS unknown).
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
 /// The compressing threads and the reader's end of them.
 struct Pipeline {
@@ -187,11 +199,15 @@ impl Pipeline {
         let stop = Arc::new(AtomicBool::new(false));
         let alive = Arc::new(());
         let (free_sender, free_receiver) = mpsc::channel::<Vec<u8>>();
+        let header = match compression {
+            DiffCompression::Gzip => GZIP_HEADER.to_vec(),
+            _ => Vec::new(),
+        };
         let mut pipeline = Self {
             results: Vec::with_capacity(workers),
             spent: Vec::with_capacity(workers),
             next: 0,
-            current: Vec::new(),
+            current: header,
             current_from: 0,
             position: 0,
             ended: false,
@@ -264,7 +280,10 @@ impl Pipeline {
                     self.current_from = from;
                     self.next += 1;
                 }
-                Ok(Message::End) => self.ended = true,
+                Ok(Message::End(trailer)) => {
+                    self.current = trailer;
+                    self.ended = true;
+                }
                 Ok(Message::Failed(error)) => return Err(error),
                 Err(mpsc::RecvError) => {
                     return Err(Error::Internal("a diff thread stopped early".into()))
@@ -296,6 +315,9 @@ fn produce(
     stop: &AtomicBool,
 ) {
     let mut index = 0;
+    let mut crc = flate2::Crc::new();
+    let mut length: u64 = 0;
+    let mut window: Vec<u8> = Vec::new();
     loop {
         if stop.load(Ordering::Relaxed) {
             return;
@@ -303,18 +325,25 @@ fn produce(
         let mut block = free.try_recv().unwrap_or_default();
         block.resize(BLOCK, 0);
         let (job, last) = match assembler.read(&mut block) {
-            Ok(BLOCK) => (Job::Block(block), false),
             Ok(count) => {
-                // The last block; an empty one only if it is the only one, so that even an
-                // empty tar compresses to a valid stream.
                 block.truncate(count);
-                if count > 0 || index == 0 {
-                    if jobs[index % jobs.len()].send(Job::Block(block)).is_err() {
-                        return;
+                crc.update(&block);
+                length += count as u64;
+                let dictionary = std::mem::replace(&mut window, tail(&block));
+                if count == BLOCK {
+                    (Job::Block(block, dictionary), false)
+                } else {
+                    // The last block; an empty one only if it is the only one, so that even an
+                    // empty tar compresses to a valid stream.
+                    if count > 0 || index == 0 {
+                        let job = Job::Block(block, dictionary);
+                        if jobs[index % jobs.len()].send(job).is_err() {
+                            return;
+                        }
+                        index += 1;
                     }
-                    index += 1;
+                    (Job::End(crc.sum(), length), true)
                 }
-                (Job::End, true)
             }
             Err(error) => (Job::Failed(error), true),
         };
@@ -323,6 +352,11 @@ fn produce(
         }
         index += 1;
     }
+}
+
+/// The last [`WINDOW`] bytes of `block`: the dictionary of the block after it.
+fn tail(block: &[u8]) -> Vec<u8> {
+    block[block.len().saturating_sub(WINDOW)..].to_vec()
 }
 
 /// A compressor thread: compress each block it is given, pass the end or an error along.
@@ -335,9 +369,9 @@ fn compress_blocks(
 ) {
     while let Ok(job) = jobs.recv() {
         let message = match job {
-            Job::Block(block) => {
+            Job::Block(block, dictionary) => {
                 let mut output = spent.try_recv().unwrap_or_default();
-                let message = match compressor.compress(&block, &mut output) {
+                let message = match compressor.compress(&dictionary, &block, &mut output) {
                     Ok(()) => Message::Data(output),
                     Err(error) => Message::Failed(error),
                 };
@@ -345,7 +379,7 @@ fn compress_blocks(
                 let _ = free.send(block);
                 message
             }
-            Job::End => Message::End,
+            Job::End(crc, length) => Message::End(compressor.trailer(crc, length)),
             Job::Failed(error) => Message::Failed(error),
         };
         if results.send(message).is_err() {
@@ -354,20 +388,20 @@ fn compress_blocks(
     }
 }
 
-/// Compresses one block into a self-contained gzip member or zstd frame.
+/// Compresses one block: into raw deflate that goes on where the block before it ended (gzip),
+/// or into a self-contained zstd frame.
 enum BlockCompressor {
-    Gzip(libdeflater::Compressor),
+    Gzip(flate2::Compress),
     Zstd(zstd::bulk::Compressor<'static>),
 }
 
 impl BlockCompressor {
     fn new(compression: DiffCompression) -> Result<Self> {
         match compression {
-            DiffCompression::Gzip => {
-                let level = libdeflater::CompressionLvl::new(GZIP_LEVEL)
-                    .map_err(|error| Error::Internal(format!("libdeflate level: {error:?}")))?;
-                Ok(Self::Gzip(libdeflater::Compressor::new(level)))
-            }
+            DiffCompression::Gzip => Ok(Self::Gzip(flate2::Compress::new(
+                flate2::Compression::new(GZIP_LEVEL),
+                false,
+            ))),
             DiffCompression::Zstd => zstd::bulk::Compressor::new(ZSTD_LEVEL)
                 .map(Self::Zstd)
                 .map_err(|error| Error::Internal(format!("zstd compressor: {error}"))),
@@ -377,15 +411,9 @@ impl BlockCompressor {
         }
     }
 
-    fn compress(&mut self, input: &[u8], output: &mut Vec<u8>) -> Result<()> {
+    fn compress(&mut self, dictionary: &[u8], input: &[u8], output: &mut Vec<u8>) -> Result<()> {
         match self {
-            Self::Gzip(compressor) => {
-                output.resize(compressor.gzip_compress_bound(input.len()), 0);
-                let count = compressor
-                    .gzip_compress(input, output)
-                    .map_err(|error| Error::Internal(format!("libdeflate: {error:?}")))?;
-                output.truncate(count);
-            }
+            Self::Gzip(compressor) => deflate_block(compressor, dictionary, input, output)?,
             Self::Zstd(compressor) => {
                 output.clear();
                 output.reserve(zstd::zstd_safe::compress_bound(input.len()));
@@ -395,6 +423,53 @@ impl BlockCompressor {
             }
         }
         Ok(())
+    }
+
+    /// What ends the stream after the last block.
+    fn trailer(&self, crc: u32, length: u64) -> Vec<u8> {
+        match self {
+            Self::Gzip(_) => {
+                // The final block (fixed Huffman, empty), then CRC-32 and length mod 2^32.
+                let mut trailer = vec![0x03, 0x00];
+                trailer.extend_from_slice(&crc.to_le_bytes());
+                #[allow(clippy::cast_possible_truncation)] // gzip keeps the length mod 2^32
+                trailer.extend_from_slice(&(length as u32).to_le_bytes());
+                trailer
+            }
+            Self::Zstd(_) => Vec::new(),
+        }
+    }
+}
+
+/// `input` as raw deflate blocks ending in a sync flush (byte-aligned, not final), able to refer
+/// back into `dictionary`, the bytes before it.
+fn deflate_block(
+    compressor: &mut flate2::Compress,
+    dictionary: &[u8],
+    input: &[u8],
+    output: &mut Vec<u8>,
+) -> Result<()> {
+    let failed = |error: flate2::CompressError| Error::Internal(format!("deflate: {error}"));
+    compressor.reset();
+    if !dictionary.is_empty() {
+        compressor.set_dictionary(dictionary).map_err(failed)?;
+    }
+    output.clear();
+    output.reserve(input.len() + input.len() / 16 + 64);
+    let start = compressor.total_in();
+    loop {
+        let consumed = usize::try_from(compressor.total_in() - start).unwrap_or(usize::MAX);
+        if output.capacity() - output.len() < 64 {
+            output.reserve(64 << 10);
+        }
+        compressor
+            .compress_vec(&input[consumed..], output, flate2::FlushCompress::Sync)
+            .map_err(failed)?;
+        let consumed = usize::try_from(compressor.total_in() - start).unwrap_or(usize::MAX);
+        // The flush is complete once all input is in and the output did not run out of room.
+        if consumed == input.len() && output.len() < output.capacity() {
+            return Ok(());
+        }
     }
 }
 
@@ -422,7 +497,8 @@ mod tests {
     fn decompress(compression: DiffCompression, data: &[u8]) -> (Vec<u8>, bool) {
         let mut decoder: Box<dyn Read + '_> = match compression {
             DiffCompression::None => return (data.to_vec(), true),
-            DiffCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(data)),
+            // One member: a reader that stops after the first one must get the whole tar.
+            DiffCompression::Gzip => Box::new(flate2::read::GzDecoder::new(data)),
             DiffCompression::Zstd => Box::new(zstd::stream::read::Decoder::new(data).unwrap()),
         };
         let mut out = Vec::new();
@@ -470,6 +546,26 @@ mod tests {
                 assert!(!stream.holds_resources());
             }
         }
+    }
+
+    #[test]
+    fn gzip_is_one_member_over_many_blocks() {
+        let tar = sample();
+        let (_scratch, tree, tar_split) = applied(&tar);
+        let mut stream = DiffStream::open(&tar_split, &tree, DiffCompression::Gzip).unwrap();
+        let (out, error) = read_all(&mut stream, 1 << 16);
+        assert!(error.is_none());
+        let mut rest: &[u8] = &out;
+        let mut decoder = flate2::bufread::GzDecoder::new(&mut rest);
+        let mut whole = Vec::new();
+        decoder.read_to_end(&mut whole).unwrap();
+        drop(decoder);
+        assert!(whole == tar, "the first member holds all of the tar");
+        assert!(
+            rest.is_empty(),
+            "{} bytes after the first member",
+            rest.len()
+        );
     }
 
     #[test]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 from layerstore import LayerStore
 
+from ..tarballs import Entry, build_tar
 from .conftest import GoStore, requires_mounts
 from .layers import BASE_BLOB, BASE_TAR, WHITEOUT_BLOB, WHITEOUT_TAR
 from .trees import merged_tree
@@ -78,3 +80,25 @@ def test_go_deletes_our_layers_cleanly(go: GoStore, ours: Callable[[], LayerStor
     if store.driver.name == "overlay":
         links = os.listdir(Path(store.driver.home, "l"))
         assert links == [Path(store.driver.home, ids["base"], "link").read_text()]
+
+
+def test_go_imports_our_gzip_diff_with_the_same_diff_id(
+    go: GoStore, ours: Callable[[], LayerStore]
+) -> None:
+    """Our gzip diff of a multi-MiB layer (one gzip member over many parallel blocks) read by
+    Go's gzip reader: containers-storage import-layer records the same DiffID."""
+    store = ours()
+    tar = BASE_TAR
+    big = build_tar(
+        [Entry(b"blocks", "dir", mode=0o755)]
+        + [Entry(f"blocks/{n}".encode(), "file", data=os.urandom(1 << 19) + bytes(1 << 19))
+           for n in range(5)]
+    )  # fmt: skip
+    for source in (tar, big):
+        layer, _ = store.put(source)
+        with store.diff(layer.id, compression="gzip") as stream:
+            blob = stream.read()
+        imported = go.import_layer(blob)
+        record = next(entry for entry in go.layers() if entry["id"] == imported)
+        assert record["diff-digest"] == layer.uncompressed_digest
+        assert record["compressed-diff-digest"] == "sha256:" + hashlib.sha256(blob).hexdigest()
