@@ -7,9 +7,12 @@ with the results): 20,000 small files, six large files, and a rootfs-like layer 
 hard links and whiteouts, each as gzip and zstd blobs. Operations: put (``import-layer``) on vfs
 and overlay, diff (uncompressed and gzip), delete, mount and unmount of a 100-layer overlay
 chain, opening and listing a store of 10,000 layers, and a 4-layer image: put layer by layer
-and as one chain (chain), loaded from an OCI layout (load) and saved to one, gzip (save), each
-beside ``skopeo copy`` into or out of containers-storage. Beside them, the machine's own limits
-on the same data: ``cat``, ``sha256sum``, ``gzip -dc``, ``zstd -dc`` and ``tar -x``.
+and as one chain (chain), loaded from an OCI layout (load) and saved to one, gzip (save), pulled
+from a local registry (pull, beside load of the same layout) and pushed to one, gzip (push), each
+beside ``skopeo copy`` into or out of containers-storage. The registry is Debian's
+``docker-registry`` (distribution 2.8), plain HTTP on 127.0.0.1, its storage on tmpfs. Beside
+them, the machine's own limits on the same data: ``cat``, ``sha256sum``, ``gzip -dc``, ``zstd
+-dc`` and ``tar -x``.
 
 Each implementation runs as its own process on the same data, in alternating order (A B C A B
 C ...), on tmpfs. For each operation the table gives the median wall time of the process and
@@ -29,6 +32,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
+import itertools
 import json
 import os
 import platform
@@ -36,12 +41,13 @@ import re
 import resource
 import shlex
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +68,10 @@ REPOSITORY = HERE.parent
 CHILD = HERE / "compare_child.py"
 GO_CLI = shutil.which("containers-storage")
 IMPLEMENTATIONS = ("go", "native", "pure")
-OPERATIONS = ("limits", "put", "diff", "delete", "mount", "open", "chain", "load", "save", "reader")
+OPERATIONS = (
+    "limits", "put", "diff", "delete", "mount", "open", "chain", "load", "save", "pull", "push",
+    "reader",
+)  # fmt: skip
 CHAIN_DEPTH = 100
 STORE_SIZE = 10_000
 LIMIT_TOOLS = ("cat", "sha256sum", "gzip -dc", "zstd -dc", "tar -x")
@@ -235,7 +244,8 @@ class Row:
     """``MB/s``, or e.g. ``mounts/s``, ``layers/s``."""
     results: dict[str, Measurement]
     baseline: str = "go"
-    """What the ratios are against: the Go CLI, or skopeo for whole images (chain, load, save)."""
+    """What the ratios are against: the Go CLI, or skopeo for whole images (chain, load, save,
+    pull, push)."""
 
     def throughput(self, seconds: float) -> float:
         return self.amount / seconds
@@ -597,12 +607,13 @@ def storage_location(root: Path, driver: str, name: str) -> str:
     return f"containers-storage:[{driver}@{root}+{root / 'run'}]{name}"
 
 
-def skopeo_copy_command(work: Path, source: str, destination: str, root: Path, driver: str
-                        ) -> list[str]:  # fmt: skip
+def skopeo_copy_command(work: Path, source: str, destination: str, root: Path, driver: str,
+                        flags: Sequence[str] = ()) -> list[str]:  # fmt: skip
     """skopeo copy from ``source`` to ``destination`` (containers/image locations; the store
     at ``root``, run root ``root/run``, is one of them), with configuration files of its own
     in ``work``, and a private /var/lib (c/image keeps a blob cache under /var/lib/containers
-    when run as root: the machine's must stay untouched)."""
+    when run as root: the machine's must stay untouched). ``flags`` go to ``copy``, e.g.
+    ``--src-tls-verify=false``."""
     (work / "policy.json").write_text('{"default": [{"type": "insecureAcceptAnything"}]}\n')
     (work / "registries.conf").write_text("unqualified-search-registries = []\n")
     (work / "storage.conf").write_text(
@@ -615,7 +626,7 @@ def skopeo_copy_command(work: Path, source: str, destination: str, root: Path, d
             "sh", "-c", script, "isolated",
             "skopeo", "--policy", str(work / "policy.json"),
             "--registries-conf", str(work / "registries.conf"), "--tmpdir", str(work / "tmp"),
-            "copy", "--quiet", source, destination]  # fmt: skip
+            "copy", "--quiet", *flags, source, destination]  # fmt: skip
 
 
 def skopeo_load(image: OciImage, root: Path, driver: str) -> Outcome:
@@ -708,6 +719,153 @@ def compare_save(plan: Plan, driver: str) -> Row:
         results = alternate(plan, ways, measure)
     return Row(
         "save", image.label("save", driver), image.size / 1e6, "MB/s", results, baseline="skopeo"
+    )
+
+
+REGISTRY_SERVER = "/usr/bin/docker-registry"
+REGISTRY_START_TIMEOUT = 30.0
+
+
+def has_registry() -> bool:
+    return os.access(REGISTRY_SERVER, os.X_OK)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def registry_answers(port: int) -> bool:
+    """Whether ``GET /v2/`` on 127.0.0.1:``port`` answers (200: plain HTTP, anonymous)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/v2/")
+        return connection.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+
+
+@contextmanager
+def local_registry() -> Iterator[str]:
+    """Debian's ``docker-registry`` (distribution 2.8) on a free 127.0.0.1 port: plain HTTP,
+    anonymous pull and push, its config and storage in a scratch directory (tmpfs), stopped
+    at the end; yields its host, ``127.0.0.1:PORT``."""
+    with scratch_root("compare-registry-") as directory:
+        (directory / "storage").mkdir()
+        # Only what the registry needs: a REGISTRY_* variable would override the config.
+        environment = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(directory)}
+        log = directory / "registry.log"
+        for _ in range(5):
+            port = free_port()
+            config = directory / "config.yml"
+            config.write_text(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+                f"storage:\n  filesystem:\n    rootdirectory: {directory / 'storage'}\n"
+                "  maintenance:\n    uploadpurging:\n      enabled: false\n"
+                f"http:\n  addr: 127.0.0.1:{port}\n  secret: {os.urandom(16).hex()}\n"
+            )
+            with open(log, "ab") as output:
+                server = subprocess.Popen(
+                    [REGISTRY_SERVER, "serve", str(config)], stdin=subprocess.DEVNULL,
+                    stdout=output, stderr=subprocess.STDOUT, env=environment, cwd=directory,
+                )  # fmt: skip
+            try:
+                deadline = time.monotonic() + REGISTRY_START_TIMEOUT
+                while server.poll() is None and time.monotonic() < deadline:
+                    if registry_answers(port):
+                        break
+                    time.sleep(0.05)
+                if server.poll() is None and registry_answers(port):
+                    yield f"127.0.0.1:{port}"
+                    return
+            finally:
+                if server.poll() is None:
+                    server.terminate()
+                    try:
+                        server.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        server.kill()
+                        server.wait(timeout=10)
+            # It exited (most likely the port was taken meanwhile) or never answered: again.
+        raise RuntimeError(f"docker-registry would not start:\n{log.read_text(errors='replace')}")
+
+
+def skopeo_push_layout(image: OciImage, destination: str) -> None:
+    """skopeo copy of the layout's image to ``docker://destination`` (plain HTTP): setup."""
+    with scratch_root("compare-store-") as unused:  # skopeo_copy_command writes a storage.conf
+        command = skopeo_copy_command(
+            image.work, image.location, f"docker://{destination}", unused, "vfs",
+            ["--dest-tls-verify=false"],
+        )  # fmt: skip
+        run_process(command, capture=False)
+
+
+def compare_pull(plan: Plan, driver: str, registry: str) -> Row:
+    """The 4-layer image, pushed once (by skopeo) from the OCI layout to the local registry,
+    pulled into a fresh store: ``LayerStore.pull`` against skopeo copy from ``docker://`` into
+    containers-storage, and, in the same alternation, ``LayerStore.load`` of the layout (the
+    ``ENGINE load`` lines), for what the network path costs over the local one."""
+    ways = [way for name in engines(plan) for way in (name, f"{name} load")]
+    ways += ["skopeo"] if has_skopeo() else []
+    reference = f"{registry}/bench/chain:1"
+    with oci_image() as image:
+        skopeo_push_layout(image, reference)
+
+        def measure(way: str) -> Outcome:
+            with scratch_root() as root:
+                if way == "skopeo":
+                    command = skopeo_copy_command(
+                        image.work, f"docker://{reference}",
+                        storage_location(root, driver, reference), root, driver,
+                        ["--src-tls-verify=false"],
+                    )  # fmt: skip
+                    return run_process(command, capture=False)
+                engine, _, load = way.partition(" ")
+                if load:
+                    verb = ["load", image.location, image.stored_name]
+                else:
+                    verb = ["pull", reference]
+                return run_process(child_command(verb[0], root, driver, engine, *verb[1:]))
+
+        results = alternate(plan, ways, measure)
+    return Row(
+        "pull", image.label("pull", driver), image.size / 1e6, "MB/s", results, baseline="skopeo"
+    )
+
+
+def compare_push(plan: Plan, driver: str, registry: str) -> Row:
+    """The 4-layer image pushed from a store to the local registry, layers gzip-compressed:
+    ``LayerStore.push`` against skopeo copy from containers-storage to ``docker://``. Both read
+    the same store, filled by skopeo (by layerstore's load when skopeo is missing); each round
+    pushes to a repository of its own (``bench/pushN``), so that no blob is there already."""
+    ways = engines(plan) + (["skopeo"] if has_skopeo() else [])
+    numbers = itertools.count(1)
+    with oci_image() as image, scratch_root("compare-store-") as root:
+        if has_skopeo():
+            skopeo_load(image, root, driver)
+        else:
+            load = child_command("load", root, driver, "native", image.location, image.stored_name)
+            run_process(load)
+        run_process(child_command("layers", root, driver, "native"))  # its lock files, once
+
+        def measure(way: str) -> Outcome:
+            destination = f"{registry}/bench/push{next(numbers)}:1"
+            if way == "skopeo":
+                command = skopeo_copy_command(
+                    image.work, storage_location(root, driver, image.reference),
+                    f"docker://{destination}", root, driver, ["--dest-tls-verify=false"],
+                )  # fmt: skip
+                return run_process(command, capture=False)
+            return run_process(
+                child_command("push", root, driver, way, image.stored_name, destination, "gzip")
+            )
+
+        results = alternate(plan, ways, measure)
+    return Row(
+        "push", image.label("push", driver), image.size / 1e6, "MB/s", results, baseline="skopeo"
     )
 
 
@@ -911,12 +1069,19 @@ def targets(rows: list[Row]) -> list[Target]:
                 found.append(ratio_target(
                     f"chain ({driver}): put_chain at least 3x skopeo copy", 3,
                     [(row.operation, row.results["skopeo"].median / chain)]))  # fmt: skip
-        wanted = {"load": 3.0, "save": 2.0}.get(row.section)
+        wanted = {"load": 3.0, "save": 2.0, "pull": 3.0, "push": 2.0}.get(row.section)
         if wanted and (ratio := row.versus("native")) is not None:
             driver = row.operation.rsplit("(", 1)[1].rstrip(")")
             found.append(ratio_target(
                 f"{row.section} ({driver}): LayerStore.{row.section} at least {wanted:g}x "
                 "skopeo copy", wanted, [(row.operation, ratio)]))  # fmt: skip
+        if row.section == "pull" and {"native", "native load"} <= set(row.results):
+            driver = row.operation.rsplit("(", 1)[1].rstrip(")")
+            over = row.results["native"].median / row.results["native load"].median
+            found.append(Target(
+                f"pull ({driver}): LayerStore.pull within 1.25x of LayerStore.load of the "
+                "same image from an OCI layout", f"pull / load: {over:.2f}x ({row.operation})",
+                over <= 1.25))  # fmt: skip
         if row.section == "reader" and row.results.get("native", Measurement()).seconds:
             median = row.results["native"].median
             found.append(Target(
@@ -958,6 +1123,10 @@ SECTIONS = {
     "chain": "an image's 4 layers: put one after the other, put_chain, skopeo copy",
     "load": "load the 4-layer image from an OCI layout: LayerStore.load, skopeo copy",
     "save": "save the 4-layer image to an OCI layout, gzip: LayerStore.save, skopeo copy",
+    "pull": "pull the 4-layer image from a local registry (plain HTTP): LayerStore.pull, "
+    "skopeo copy; beside them LayerStore.load of the same image from its OCI layout",
+    "push": "push the 4-layer image to a local registry (plain HTTP), gzip: LayerStore.push, "
+    "skopeo copy",
     "reader": "listing the layers while a 420 MB layer is put (each figure: one listing)",
 }
 
@@ -1028,7 +1197,7 @@ def markdown(
         "- *CPU s*: user + system time of the process (above the wall time: several threads).",
         f"- *peak MB*: {peak}.",
         "- *vs Go (skopeo)*: Go's median process time over ours (above 1: layerstore is "
-        "faster); for whole images (chain, load, save), skopeo's. *vs Go (skopeo), "
+        "faster); for whole images (chain, load, save, pull, push), skopeo's. *vs Go (skopeo), "
         "in-process*: that process time over our in-process time, which leaves Go's (or "
         "skopeo's) start-up in and ours out; read it as what a long-running Python program "
         "sees.",
@@ -1312,6 +1481,15 @@ def main() -> int:
         emit(compare_mount(plan))
     if "open" in operations:
         emit([compare_open(plan)])
+    registry_operations = [operation for operation in ("pull", "push") if operation in operations]
+    if registry_operations and not has_registry():
+        message = (
+            f"{REGISTRY_SERVER} is missing (apt-get install docker-registry): no "
+            f"{' and no '.join(registry_operations)}"
+        )
+        print(message, file=sys.stderr)
+        notes.append(message)
+        registry_operations = []
     for driver in drivers:
         if "chain" in operations:
             emit([compare_chain(plan, driver)])
@@ -1319,6 +1497,12 @@ def main() -> int:
             emit([compare_load(plan, driver)])
         if "save" in operations:
             emit([compare_save(plan, driver)])
+        if registry_operations:
+            with local_registry() as registry:
+                if "pull" in registry_operations:
+                    emit([compare_pull(plan, driver, registry)])
+                if "push" in registry_operations:
+                    emit([compare_push(plan, driver, registry)])
         if "reader" in operations:
             emit([compare_reader(plan, driver)])
 

@@ -14,9 +14,13 @@ whole stream), ``delete LAYER``, ``mount LAYER`` (prints the mount point), ``unm
 ``put-each BLOB ...`` (the blobs put one after the other, each on the one before; prints the
 top layer's id), ``put-chain BLOB ...`` (the same blobs as one ``put_chain``), ``load SOURCE
 [NAME ...]`` (``LayerStore.load`` of an image, e.g. ``oci:DIR:REF``; prints the image's id),
-``save IMAGE DESTINATION COMPRESSION`` (``LayerStore.save``; prints the manifest's digest) and
-``reader STOP_FILE`` (``layers()`` over and over until STOP_FILE exists; prints one line per
-call: its start on the system's monotonic clock and how long it took, in seconds).
+``save IMAGE DESTINATION COMPRESSION`` (``LayerStore.save``; prints the manifest's digest),
+``pull REFERENCE [NAME ...]`` (``LayerStore.pull`` of ``REGISTRY/REPOSITORY:TAG``, named so unless
+NAMEs are given; prints the image's id), ``push IMAGE REFERENCE [COMPRESSION]``
+(``LayerStore.push``, layers compressed as their blobs were unless COMPRESSION says otherwise;
+prints the manifest's digest) and ``reader STOP_FILE`` (``layers()`` over and over until
+STOP_FILE exists; prints one line per call: its start on the system's monotonic clock and how
+long it took, in seconds).
 """
 
 from __future__ import annotations
@@ -76,6 +80,11 @@ def main(arguments: list[str]) -> None:
         output.append(store.load(rest[0], names=rest[1:]).id)
     elif operation == "save":
         output.append(store.save(rest[0], rest[1], compression=rest[2]))
+    elif operation == "pull":
+        output.append(store.pull(rest[0], names=rest[1:] or None).id)
+    elif operation == "push":
+        compression = rest[2] if len(rest) > 2 else None
+        output.append(store.push(rest[0], rest[1], compression=compression))
     elif operation == "reader":
         while not os.path.exists(rest[0]):
             begun = time.monotonic()
