@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from layerstore import LayerStore
+
 from .tarballs import Entry, build_tar
 
 LAYER_TYPES = {
@@ -21,6 +23,15 @@ LAYER_TYPES = {
 PLAIN_LAYER = "application/vnd.oci.image.layer.v1.tar"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def image_diffs(store: LayerStore, image: str) -> list[bytes]:
+    """The image's layers as uncompressed diffs, base first."""
+    diffs = []
+    for layer in store.image_layers(image):
+        with store.diff(layer.id, compression="none") as stream:
+            diffs.append(stream.read())
+    return diffs
 
 
 def sha256(data: bytes) -> str:

@@ -27,6 +27,7 @@ from .images import (
     ImageParts,
     Layout,
     docker_archive,
+    image_diffs,
     layer_tars,
     oci_archive,
     oci_layout,
@@ -77,15 +78,6 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
 def images_json(store: LayerStore) -> list[dict[str, object]]:
     path = Path(store.root) / f"{store.driver.name}-images" / "images.json"
     return list(json.loads(path.read_text())) if path.exists() else []
-
-
-def tree_of(store: LayerStore, image: str) -> list[bytes]:
-    """The image's layers as uncompressed diffs, base first."""
-    diffs = []
-    for layer in store.image_layers(image):
-        with store.diff(layer.id, compression="none") as stream:
-            diffs.append(stream.read())
-    return diffs
 
 
 # -- the record ---------------------------------------------------------------------------------
@@ -212,7 +204,7 @@ def test_load_of_an_oci_layout_records_the_image_as_containers_image_does(
     assert json.loads(loaded.metadata) == {"signatures-sizes": {loaded.digest: []}}
     assert loaded.created == "2024-01-02T03:04:05.123456789Z"
     assert loaded.names == ("localhost/app:1",)
-    assert tree_of(store, loaded.id) == image.tars
+    assert image_diffs(store, loaded.id) == image.tars
     assert images_json(store)[0]["layer"] == loaded.layer
 
 
@@ -248,7 +240,7 @@ def test_load_of_a_docker_archive(store: LayerStore, tmp_path: Path, legacy: boo
     loaded = store.load(f"docker-archive:{archive}")
     assert loaded.id == sha256(image.config())[7:]
     assert loaded.names == ("docker.io/library/app:2", "quay.io/x/app:2")
-    assert tree_of(store, loaded.id) == tars
+    assert image_diffs(store, loaded.id) == tars
     manifest = json.loads(store.image_big_data(loaded.id, "manifest"))
     assert [layer["digest"] for layer in manifest["layers"]] == image.diff_ids
 
@@ -269,7 +261,7 @@ def test_load_of_an_oci_archive(store: LayerStore, tmp_path: Path) -> None:
     image = parts()
     archive = oci_archive(tmp_path / "o.tar", oci_layout(tmp_path / "oci", image, "t"))
     loaded = store.load(f"oci-archive:{archive}:t", names=["localhost/o:1"])
-    assert tree_of(store, loaded.id) == image.tars
+    assert image_diffs(store, loaded.id) == image.tars
 
 
 def test_a_multi_platform_index_gives_the_chosen_platform(
@@ -356,7 +348,7 @@ def test_save_then_load_gives_the_same_image(
     assert again.id == loaded.id  # the config was kept byte for byte
     assert again.names == ("localhost/round:trip",)
     assert [layer.id for layer in fresh.image_layers(again.id)] == chain_ids(image.diff_ids)
-    assert tree_of(fresh, again.id) == image.tars
+    assert image_diffs(fresh, again.id) == image.tars
 
 
 def test_save_into_a_layout_adds_an_image_and_replaces_its_ref(

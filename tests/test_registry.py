@@ -27,7 +27,7 @@ from layerstore.engines import Engine
 from layerstore.errors import LayerStoreError, RegistryError
 from layerstore.layer import Compression
 
-from .images import ImageParts, Layout, oci_layout
+from .images import ImageParts, Layout, image_diffs, oci_layout
 from .registry import PASSWORD, USER, Registries, Registry, registries_fixture, sha256
 from .tarballs import Entry, build_tar, compress
 
@@ -89,15 +89,6 @@ def config_id(image: ImageParts) -> str:
     return sha256(image.config())[7:]
 
 
-def diffs(store: LayerStore, image: str) -> list[bytes]:
-    """The image's layers as uncompressed diffs, base first."""
-    found = []
-    for layer in store.image_layers(image):
-        with store.diff(layer.id, compression="none") as stream:
-            found.append(stream.read())
-    return found
-
-
 def assert_pulled(store: LayerStore, reference: str, image: ImageParts) -> None:
     """``reference`` in ``store`` is ``image``: its id, its layers' ids, DiffIDs and bytes."""
     found = store.image(reference)
@@ -105,7 +96,7 @@ def assert_pulled(store: LayerStore, reference: str, image: ImageParts) -> None:
     layers = store.image_layers(reference)
     assert [layer.id for layer in layers] == chain_ids(image.diff_ids)
     assert [layer.uncompressed_digest for layer in layers] == image.diff_ids
-    assert diffs(store, reference) == image.tars
+    assert image_diffs(store, reference) == image.tars
     assert found.layer == layers[-1].id
     assert store.check(contents=True) == []
 
@@ -218,7 +209,7 @@ def test_push_then_pull_is_the_same_image(
     assert [layer.id for layer in other_store.image_layers(reference)] == [
         layer.id for layer in store.image_layers(LOADED)
     ]
-    assert diffs(other_store, reference) == diffs(store, LOADED)
+    assert image_diffs(other_store, reference) == image_diffs(store, LOADED)
 
 
 def test_pull_by_digest_by_tag_and_with_the_default_tag(

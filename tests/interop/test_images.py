@@ -18,6 +18,7 @@ import pytest
 from layerstore import LayerStore
 from layerstore.engines import Engine
 
+from ..images import image_diffs
 from .clients import (
     IMAGE,
     IMAGE_REF,
@@ -111,14 +112,6 @@ def layout_image(layout: Path, ref: str) -> tuple[dict[str, Any], dict[str, Any]
 
 def diff_ids() -> list[str]:
     return [sha256(tar) for tar, _ in image_layers()]
-
-
-def layer_diffs(store: LayerStore, image: str) -> list[bytes]:
-    diffs = []
-    for layer in store.image_layers(image):
-        with store.diff(layer.id, compression="none") as stream:
-            diffs.append(stream.read())
-    return diffs
 
 
 def store_tree(store: LayerStore, layer: str) -> dict[str, tuple[object, ...]]:
@@ -303,7 +296,7 @@ def test_podman_loads_a_saved_docker_archive(
     # layerstore reads what podman loaded: the very layers it saved.
     again = target.open(engine)
     assert again.image(IMAGE).id == original.id
-    assert layer_diffs(again, IMAGE) == [tar for tar, _ in image_layers()]
+    assert image_diffs(again, IMAGE) == [tar for tar, _ in image_layers()]
 
 
 # -- 4: a buildah image, saved and loaded again -------------------------------------------------
@@ -341,7 +334,7 @@ def test_buildah_image_saved_and_loaded_has_the_same_tree(
     assert [layer.id for layer in own_store.image_layers(BUILT)] == [
         layer.id for layer in store.image_layers(BUILT)
     ]
-    original_diffs, loaded_diffs = layer_diffs(store, BUILT), layer_diffs(own_store, BUILT)
+    original_diffs, loaded_diffs = image_diffs(store, BUILT), image_diffs(own_store, BUILT)
     assert [tar_tree(diff) for diff in loaded_diffs] == [tar_tree(diff) for diff in original_diffs]
     assert [sha256(diff) for diff in loaded_diffs] == config["rootfs"]["diff_ids"]
 

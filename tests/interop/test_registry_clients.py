@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 
-from layerstore import LayerStore
 from layerstore.engines import Engine
 
-from ..images import ImageParts, Layout
+from ..images import ImageParts, Layout, image_diffs
 from ..registry import Registries, Registry, registries_fixture
 from .clients import (
     IMAGE,
@@ -62,14 +61,6 @@ def diff_ids() -> list[str]:
     return [sha256(tar) for tar, _ in image_layers()]
 
 
-def layer_diffs(store: LayerStore, image: str) -> list[bytes]:
-    diffs = []
-    for layer in store.image_layers(image):
-        with store.diff(layer.id, compression="none") as stream:
-            diffs.append(stream.read())
-    return diffs
-
-
 def records(clients: Clients, kind: str) -> list[dict[str, Any]]:
     """containers/storage's records of a kind, without the layers' creation times."""
     return [
@@ -111,7 +102,7 @@ def test_layerstore_pulls_what_skopeo_pushed_as_skopeo_does(
         clients.top_layer(IMAGE)
     )
     assert [layer.uncompressed_digest for layer in ours.image_layers(IMAGE)] == diff_ids()
-    assert layer_diffs(ours, IMAGE) == [tar for tar, _ in image_layers()]
+    assert image_diffs(ours, IMAGE) == [tar for tar, _ in image_layers()]
     assert records(other, "layers") == records(clients, "layers")
     ours_images, theirs_images = records(other, "images"), records(clients, "images")
     assert [record["id"] for record in ours_images] == [pulled.id]
@@ -170,7 +161,7 @@ def test_layerstore_pulls_a_platform_of_an_index_skopeo_pushed(
     assert [layer.id for layer in store.image_layers(pulled.id)] == clients.chain(
         clients.top_layer("localhost/arm:1")
     )
-    assert layer_diffs(store, pulled.id) == arm64_tars
+    assert image_diffs(store, pulled.id) == arm64_tars
 
 
 # -- layerstore pushes, skopeo reads ---------------------------------------------------------------

@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 from ..errors import InvalidImage, RegistryError
 from ..image import MANIFEST_KEY, Image
 from ..layer import Compression, Layer
-from ..transfer.save import LAYER_TYPES, config_of, describe_config
+from ..transfer.save import LAYER_TYPES, config_of, describe_config, diff_id_of
 from ..transfer.sources import DOCKER_MANIFEST, OCI_CONFIG, OCI_MANIFEST
 from .auth import Credentials
 from .client import RegistryClient
@@ -172,18 +172,8 @@ def _push_layer(
     location = _send_chunks(client, location, chunks())
     blob_digest = "sha256:" + digest.hexdigest()
     _finish_upload(client, location, blob_digest)
-    diff_id = blob_digest if compression is Compression.NONE else _diff_id(store, layer)
+    diff_id = blob_digest if compression is Compression.NONE else diff_id_of(store, layer)
     return _Pushed(blob_digest, size, media_type, diff_id)
-
-
-def _diff_id(store: LayerStore, layer: Layer) -> str:
-    if layer.uncompressed_digest:
-        return layer.uncompressed_digest
-    digest = hashlib.sha256()
-    with store.diff(layer.id, compression="none") as diff:
-        while chunk := diff.read(CHUNK):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
 
 
 def _mount(client: RegistryClient, digest: str, source: str) -> bool:

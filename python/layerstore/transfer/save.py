@@ -52,6 +52,7 @@ __all__ = [
     "LayerProgress",
     "config_of",
     "describe_config",
+    "diff_id_of",
     "save_image",
     "stored_manifest",
 ]
@@ -163,7 +164,7 @@ def _write_blobs(
                 output.flush()
                 os.fsync(output.fileno())
             blob_digest = "sha256:" + digest.hexdigest()
-            diff_id = blob_digest if wanted is Compression.NONE else _diff_id(store, layer)
+            diff_id = blob_digest if wanted is Compression.NONE else diff_id_of(store, layer)
             os.chmod(temporary, 0o644)
             os.replace(temporary, os.path.join(directory, name_of(blob_digest, diff_id)))
             return _Blob(blob_digest, size, diff_id)
@@ -178,7 +179,7 @@ def _write_blobs(
         return [future.result() for future in futures]
 
 
-def _diff_id(store: LayerStore, layer: Layer) -> str:
+def diff_id_of(store: LayerStore, layer: Layer) -> str:
     """The layer's DiffID: recorded when it was applied, else digested from its diff."""
     if layer.uncompressed_digest:
         return layer.uncompressed_digest
