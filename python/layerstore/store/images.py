@@ -216,12 +216,16 @@ class ImageRecords:
         self.save()
         return renamed
 
-    def remove(self, image_id: str) -> None:
-        """Drop the record, then the big data (a crash in between leaves only a directory,
-        which Go ignores as we do)."""
-        self.index.remove(image_id)
+    def remove(self, *image_ids: str) -> None:
+        """Drop the records (one save for all), then their big data (a crash in between leaves
+        only directories, which the next read-write open removes)."""
+        if not image_ids:
+            return
+        for image_id in image_ids:
+            self.index.remove(image_id)
         self.save()
-        shutil.rmtree(self.data_dir(image_id), ignore_errors=True)
+        for image_id in image_ids:
+            shutil.rmtree(self.data_dir(image_id), ignore_errors=True)
 
     def with_big_data(self, image: Image, key: str, data: bytes, digest: str | None) -> Image:
         """Write ``data`` as the item ``key`` of ``image`` and return the record that names

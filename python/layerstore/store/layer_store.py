@@ -1308,8 +1308,7 @@ class LayerStore(ImageMethods):
                 self._users.refuse_deleting(set(whole))
             elif not self.read_only:
                 with self._images.writing() as images:
-                    for image in list(images):
-                        self._images.remove(image.id)
+                    self._images.remove(*(image.id for image in images))
             for layer_id in reversed(whole):
                 self._delete_locked(layer_id)
 
