@@ -20,6 +20,7 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{fchownat, FchownatFlags, Gid, Uid};
 
 use crate::error::{Error, IoContext, Result};
+use crate::sys;
 
 /// Copy the tree at `source` to `destination`, which must not exist yet.
 pub fn copy_tree(source: &Path, destination: &Path) -> Result<()> {
@@ -178,25 +179,14 @@ fn c_path(path: &Path) -> Result<CString> {
 fn copy_xattrs(from: &Path, to: &Path, is_symlink: bool) -> Result<()> {
     let source = c_path(from)?;
     let target = c_path(to)?;
-    let names = xattr_list(&source).at(from)?;
+    let names = sys::list_xattrs_nofollow(&source).at(from)?;
     for name in names
         .split(|&byte| byte == 0)
         .filter(|name| !name.is_empty())
     {
         let name = CString::new(name).expect("split on NUL leaves no NUL");
-        let value = xattr_get(&source, &name).at(from)?;
-        // SAFETY: all pointers are valid for the lengths given during the call.
-        let status = unsafe {
-            libc::lsetxattr(
-                target.as_ptr(),
-                name.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            )
-        };
-        if status != 0 {
-            let error = io::Error::last_os_error();
+        let value = sys::get_xattr_nofollow(&source, &name).at(from)?;
+        if let Err(error) = sys::set_xattr(&target, &name, &value, false) {
             let errno = error.raw_os_error().unwrap_or(0);
             // user.* xattrs cannot sit on symlinks, and some file systems take none at all.
             let skip = errno == libc::ENOTSUP || (is_symlink && errno == libc::EPERM);
@@ -210,42 +200,6 @@ fn copy_xattrs(from: &Path, to: &Path, is_symlink: bool) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Call a size-then-fill xattr function until the buffer is large enough.
-fn read_sized(mut call: impl FnMut(*mut libc::c_char, usize) -> isize) -> io::Result<Vec<u8>> {
-    loop {
-        let size = call(std::ptr::null_mut(), 0);
-        if size < 0 {
-            let error = io::Error::last_os_error();
-            return match error.raw_os_error() {
-                Some(libc::ENOTSUP) => Ok(Vec::new()),
-                _ => Err(error),
-            };
-        }
-        let mut buffer = vec![0u8; size.unsigned_abs()];
-        let filled = call(buffer.as_mut_ptr().cast(), buffer.len());
-        if filled >= 0 {
-            buffer.truncate(filled.unsigned_abs());
-            return Ok(buffer);
-        }
-        let error = io::Error::last_os_error();
-        if error.raw_os_error() != Some(libc::ERANGE) {
-            return Err(error); // ERANGE: it grew between the calls; ask again
-        }
-    }
-}
-
-fn xattr_list(path: &CString) -> io::Result<Vec<u8>> {
-    // SAFETY: `path` is NUL-terminated; the buffer pointer and length come from read_sized.
-    read_sized(|buffer, size| unsafe { libc::llistxattr(path.as_ptr(), buffer, size) })
-}
-
-fn xattr_get(path: &CString, name: &CString) -> io::Result<Vec<u8>> {
-    read_sized(|buffer, size| {
-        // SAFETY: as above; `name` is NUL-terminated.
-        unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), buffer.cast(), size) }
-    })
 }
 
 #[cfg(test)]

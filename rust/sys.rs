@@ -1,7 +1,7 @@
 //! The few system calls `nix` does not wrap, each behind a safe function.
 //!
-//! Everything else goes through `nix`; these are the extended-attribute setters and
-//! `fchmodat2` (Linux 6.6), the one way to change a mode without following a symlink.
+//! Everything else goes through `nix`; these are the extended-attribute calls and `fchmodat2`
+//! (Linux 6.6), the one way to change a mode without following a symlink.
 
 use std::ffi::CStr;
 use std::io;
@@ -71,4 +71,46 @@ pub fn fchmodat2_nofollow(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Re
         )
     };
     check(status)
+}
+
+/// Call a size-then-fill xattr function until the buffer is large enough; a file system
+/// without xattrs (ENOTSUP) has none.
+fn read_sized(mut call: impl FnMut(*mut libc::c_char, usize) -> isize) -> io::Result<Vec<u8>> {
+    loop {
+        let size = call(std::ptr::null_mut(), 0);
+        if size < 0 {
+            let error = io::Error::last_os_error();
+            return match error.raw_os_error() {
+                Some(libc::ENOTSUP) => Ok(Vec::new()),
+                _ => Err(error),
+            };
+        }
+        let mut buffer = vec![0u8; size.unsigned_abs()];
+        let filled = call(buffer.as_mut_ptr().cast(), buffer.len());
+        if filled >= 0 {
+            buffer.truncate(filled.unsigned_abs());
+            return Ok(buffer);
+        }
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::ERANGE) {
+            return Err(error); // ERANGE: it grew between the calls; ask again
+        }
+    }
+}
+
+/// `llistxattr`: the NUL-separated names of `path`'s extended attributes (not following a
+/// final symlink).
+pub fn list_xattrs_nofollow(path: &CStr) -> io::Result<Vec<u8>> {
+    // SAFETY: `path` is NUL-terminated; the buffer pointer and length come from read_sized and
+    // describe a live, writable buffer.
+    read_sized(|buffer, size| unsafe { libc::llistxattr(path.as_ptr(), buffer, size) })
+}
+
+/// `lgetxattr`: the value of `path`'s extended attribute `name` (not following a final
+/// symlink).
+pub fn get_xattr_nofollow(path: &CStr, name: &CStr) -> io::Result<Vec<u8>> {
+    read_sized(|buffer, size| {
+        // SAFETY: as above; `name` is NUL-terminated too.
+        unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), buffer.cast(), size) }
+    })
 }
