@@ -1,10 +1,11 @@
-//! `Diff` of a layer against its parent, rebuilt from tar-split (docs/diff.md), as a stream.
+//! `Diff` of a layer as a stream (docs/diff.md): rebuilt from tar-split against its parent, or
+//! written from the trees ([`TreeTar`]) for a layer without tar-split.
 //!
 //! Uncompressed, nothing runs behind the caller's back: each [`DiffStream::read`] fills the
-//! caller's buffer straight from the tar-split segments and the layer's files ([`Assembler`]),
-//! one copy of each byte, with its CRC computed on the spot.
+//! caller's buffer straight from the tar source: the tar-split segments and the layer's files
+//! ([`Assembler`], one copy of each byte, with its CRC computed on the spot), or the tree's files.
 //!
-//! Compressed, a producer thread assembles the tar in blocks of 1 MiB and hands them round-robin
+//! Compressed, a producer thread reads the tar in blocks of 1 MiB and hands them round-robin
 //! to one compressor thread per core (at most four); the reader takes the compressed blocks back
 //! in order. gzip is one member, as containers/storage (pgzip) and pigz write it, because many
 //! readers stop after a first member without an error: each block is raw deflate (zlib-rs,
@@ -26,6 +27,7 @@ use std::thread::{self, JoinHandle};
 use crate::compress::Compression;
 use crate::error::{Error, Result};
 use crate::tarsplit::assemble::{Assembler, TarSplitReader};
+use crate::tree_tar::TreeTar;
 
 /// What a diff can be written as: the compressions containers/storage writes diffs in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +77,24 @@ const GZIP_LEVEL: u32 = 1;
 /// zstd level: the library's default.
 const ZSTD_LEVEL: i32 = 3;
 
+/// Where a diff's uncompressed tar comes from.
+pub trait TarSource: Send {
+    /// Fill `buffer` with the next bytes of the tar; fewer only at its end (0 after it).
+    fn read(&mut self, buffer: &mut [u8]) -> Result<usize>;
+}
+
+impl TarSource for Assembler<TarSplitReader> {
+    fn read(&mut self, buffer: &mut [u8]) -> Result<usize> {
+        Assembler::read(self, buffer)
+    }
+}
+
+impl TarSource for TreeTar {
+    fn read(&mut self, buffer: &mut [u8]) -> Result<usize> {
+        TreeTar::read(self, buffer)
+    }
+}
+
 /// The layer's tar, uncompressed or compressed, read in order.
 pub struct DiffStream {
     inner: Inner,
@@ -83,7 +103,7 @@ pub struct DiffStream {
 }
 
 enum Inner {
-    Plain(Box<Assembler<TarSplitReader>>),
+    Plain(Box<dyn TarSource>),
     Compressed(Pipeline),
     /// Everything was read, or it failed, or it was closed: nothing is held any more.
     Released,
@@ -93,10 +113,21 @@ impl DiffStream {
     /// Start the diff of the layer whose tar-split file is `tar_split` and whose files are in
     /// `layer_dir`, compressed with `compression` (none, gzip or zstd).
     pub fn open(tar_split: &Path, layer_dir: &Path, compression: DiffCompression) -> Result<Self> {
-        let assembler = Assembler::open(tar_split, layer_dir)?;
+        Self::of(
+            Box::new(Assembler::open(tar_split, layer_dir)?),
+            compression,
+        )
+    }
+
+    /// The diff that `tar` writes (a [`TreeTar`]), compressed with `compression`.
+    pub fn of_tree(tar: TreeTar, compression: DiffCompression) -> Result<Self> {
+        Self::of(Box::new(tar), compression)
+    }
+
+    fn of(source: Box<dyn TarSource>, compression: DiffCompression) -> Result<Self> {
         let inner = match compression {
-            DiffCompression::None => Inner::Plain(Box::new(assembler)),
-            _ => Inner::Compressed(Pipeline::start(assembler, compression)?),
+            DiffCompression::None => Inner::Plain(source),
+            _ => Inner::Compressed(Pipeline::start(source, compression)?),
         };
         Ok(Self {
             inner,
@@ -111,7 +142,7 @@ impl DiffStream {
             return Err(failure.replay());
         }
         let result = match &mut self.inner {
-            Inner::Plain(assembler) => assembler.read(buffer),
+            Inner::Plain(source) => source.read(buffer),
             Inner::Compressed(pipeline) => pipeline.read(buffer),
             Inner::Released => Ok(0),
         };
@@ -192,7 +223,7 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn start(assembler: Assembler<TarSplitReader>, compression: DiffCompression) -> Result<Self> {
+    fn start(source: Box<dyn TarSource>, compression: DiffCompression) -> Result<Self> {
         let workers = thread::available_parallelism()
             .map_or(1, std::num::NonZero::get)
             .clamp(1, MAX_WORKERS);
@@ -245,7 +276,7 @@ impl Pipeline {
         let handle = thread::Builder::new()
             .name("layerstore-diff-assemble".into())
             .spawn(move || {
-                produce(assembler, &jobs, &free_receiver, &stop);
+                produce(source, &jobs, &free_receiver, &stop);
                 drop(alive);
             })
             .map_err(|error| Error::Internal(format!("cannot start a thread: {error}")))?;
@@ -307,9 +338,9 @@ impl Drop for Pipeline {
     }
 }
 
-/// The producer: fill blocks from the assembler and deal them round-robin to the compressors.
+/// The producer: fill blocks from the tar source and deal them round-robin to the compressors.
 fn produce(
-    mut assembler: Assembler<TarSplitReader>,
+    mut source: Box<dyn TarSource>,
     jobs: &[SyncSender<Job>],
     free: &Receiver<Vec<u8>>,
     stop: &AtomicBool,
@@ -324,7 +355,7 @@ fn produce(
         }
         let mut block = free.try_recv().unwrap_or_default();
         block.resize(BLOCK, 0);
-        let (job, last) = match assembler.read(&mut block) {
+        let (job, last) = match source.read(&mut block) {
             Ok(count) => {
                 block.truncate(count);
                 crc.update(&block);

@@ -20,9 +20,12 @@ pub mod paths;
 pub mod py;
 pub mod sys;
 pub mod tarsplit;
+pub mod tree_tar;
 
 #[pyo3::pymodule]
 mod _native {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
     use std::panic::{catch_unwind, AssertUnwindSafe};
     use std::path::PathBuf;
     use std::sync::{Arc, Mutex, PoisonError};
@@ -39,6 +42,7 @@ mod _native {
     use crate::py::blob_source::{blob_source, BlobSource};
     use crate::tarsplit::packer::{FILE_TYPE, SEGMENT_TYPE};
     use crate::tarsplit::unpacker::Entry;
+    use crate::tree_tar::{TreeEntry, TreeTar};
 
     #[pymodule_export]
     use crate::py::apply_result::ApplyResult;
@@ -228,6 +232,29 @@ mod _native {
         let compression = DiffCompression::from_code(compression)?;
         let stream = detached(py, "open_diff", || {
             DiffStream::open(&tar_split_path, &layer_dir, compression)
+        })?;
+        Ok(DiffReader::new(stream))
+    }
+
+    /// `Diff` of a layer without tar-split: the tar of `entries`, each a `(name, source)` pair
+    /// in the order written (`source` where its metadata and bytes are read, `None` for an
+    /// empty whiteout file), compressed with `compression` (0 none, 2 gzip, 4 zstd).
+    #[pyfunction]
+    fn open_tree_diff(
+        py: Python<'_>,
+        entries: Vec<(PyBackedBytes, Option<PyBackedBytes>)>,
+        compression: i64,
+    ) -> PyResult<DiffReader> {
+        let compression = DiffCompression::from_code(compression)?;
+        let entries = entries
+            .into_iter()
+            .map(|(name, source)| TreeEntry {
+                name: name.to_vec(),
+                source: source.map(|path| PathBuf::from(OsString::from_vec(path.to_vec()))),
+            })
+            .collect();
+        let stream = detached(py, "open_tree_diff", || {
+            DiffStream::of_tree(TreeTar::new(entries), compression)
         })?;
         Ok(DiffReader::new(stream))
     }

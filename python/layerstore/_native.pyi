@@ -14,6 +14,7 @@ __all__ = [
     "make_private_mount",
     "mount_overlay",
     "open_diff",
+    "open_tree_diff",
     "sha256_digest",
     "tar_split_decode",
     "tar_split_encode",
@@ -99,6 +100,13 @@ def open_diff(tar_split_path: str, layer_dir: str, compression: int) -> DiffRead
     The layer's tar is rebuilt from ``tar_split_path`` and the files in ``layer_dir``, each
     file's size and CRC-64 checked as it is read, and compressed with ``compression`` (0 none,
     2 gzip, 4 zstd; anything else raises ``NotSupported``).
+    """
+
+def open_tree_diff(entries: list[tuple[bytes, bytes | None]], compression: int) -> DiffReader:
+    """Start the diff of a layer without tar-split: the tar of ``entries``, each a
+    ``(name, source)`` pair in the order written (``source`` is where its metadata and bytes are
+    read, None for an empty whiteout file), compressed with ``compression`` (0 none, 2 gzip,
+    4 zstd; anything else raises ``NotSupported``).
     """
 
 @final
