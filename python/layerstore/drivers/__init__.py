@@ -16,10 +16,17 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 
-from ..engines import Engine
+from ..engines import Engine, TreeEntry
 from ..errors import LayerStoreError
 from ..layer import IDMap
-from .changes import Change, DirectoryView, TreeView, changes_size, compare_trees, tar_of_changes
+from .changes import (
+    Change,
+    DirectoryView,
+    TreeView,
+    changes_size,
+    compare_trees,
+    entries_of_changes,
+)
 from .idmaps import shift_ownership
 
 __all__ = [
@@ -167,10 +174,13 @@ class Driver(ABC):
         """Bytes of the files added or modified from ``from_id`` to ``layer_id``."""
         return changes_size(self.view(layer_id), self.changes(layer_id, from_id, from_is_parent))
 
-    def diff(self, layer_id: str, from_id: str, from_is_parent: bool) -> Iterator[bytes]:
-        """An uncompressed tarball that turns ``from_id`` into ``layer_id``, lazily."""
+    def diff_entries(
+        self, layer_id: str, from_id: str, from_is_parent: bool
+    ) -> Iterator[TreeEntry]:
+        """The members of the tarball that turns ``from_id`` into ``layer_id``, in order, for
+        the engine to write (:meth:`~layerstore.engines.Engine.open_tree_diff`)."""
         changes = self.changes(layer_id, from_id, from_is_parent)
-        return tar_of_changes(self.view(layer_id), changes)
+        return entries_of_changes(self.view(layer_id), changes)
 
 
 def remove_tree(path: str) -> None:

@@ -6,8 +6,9 @@ containers/storage does with its "naive" diff: walk both trees, compare, and wri
 what was added or modified plus ``.wh.`` whiteouts for what was deleted. Trees are seen through
 a :class:`TreeView`, so the overlay driver can offer the merged view of a stack of layers.
 
-The tarballs are deterministic (sorted paths, numeric owners, whiteouts dated 0) and written
-with Python's tar header code for both engines, so both give the same bytes.
+The walk and the comparison stay here, in Python (they are driver policy); the members found
+go to the engine, which writes the tar (``Engine.open_tree_diff``): deterministic, with sorted
+paths, numeric owners and whiteouts dated 0.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
+
+from ..engines import TreeEntry
 
 __all__ = [
     "Change",
@@ -27,15 +29,13 @@ __all__ = [
     "TreeView",
     "changes_size",
     "compare_trees",
-    "tar_entries",
-    "tar_of_changes",
+    "entries_of_changes",
 ]
 
 ChangeKind = Literal["add", "modify", "delete"]
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
-BLOCK = 512
-_SKIPPED_XATTRS = ("trusted.overlay.", "user.overlay.", "security.selinux")
+_CAPABILITY = "security.capability"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -87,16 +87,11 @@ def _join(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
 
 
-def _xattrs(path: str) -> dict[str, bytes]:
+def _capability(path: str) -> bytes | None:
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        return os.getxattr(path, _CAPABILITY, follow_symlinks=False)
     except OSError:
-        return {}
-    return {
-        name: os.getxattr(path, name, follow_symlinks=False)
-        for name in sorted(names)
-        if not name.startswith(_SKIPPED_XATTRS)
-    }
+        return None  # none set (ENODATA), or a file system without xattrs
 
 
 def _differs(old: os.stat_result, new: os.stat_result, old_path: str, new_path: str) -> bool:
@@ -112,8 +107,7 @@ def _differs(old: os.stat_result, new: os.stat_result, old_path: str, new_path: 
         old.st_size != new.st_size or old.st_mtime_ns != new.st_mtime_ns
     ):
         return True
-    capability = "security.capability"
-    return _xattrs(old_path).get(capability) != _xattrs(new_path).get(capability)
+    return _capability(old_path) != _capability(new_path)
 
 
 def compare_trees(old: TreeView, new: TreeView) -> list[Change]:
@@ -194,109 +188,17 @@ def changes_size(view: TreeView, changes: list[Change]) -> int:
     return size
 
 
-# -- tarballs -------------------------------------------------------------------------------------
+# -- the members of a diff -----------------------------------------------------------------------
 
 
-class _TarWriter:
-    """Header blocks and contents of a tar stream, in Python's PAX form, without a full copy."""
-
-    def __init__(self) -> None:
-        self._links: dict[tuple[int, int], str] = {}
-
-    @staticmethod
-    def _header(info: tarfile.TarInfo) -> bytes:
-        return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-
-    def whiteout(self, path: str) -> bytes:
-        info = tarfile.TarInfo(path)
-        info.mode, info.mtime = 0, 0
-        info.uname = info.gname = ""
-        return self._header(info)
-
-    def entry(self, name: str, real_path: str, info_stat: os.stat_result) -> Iterator[bytes]:
-        info = tarfile.TarInfo(name)
-        mode = info_stat.st_mode
-        info.mode = stat.S_IMODE(mode)
-        info.uid, info.gid = info_stat.st_uid, info_stat.st_gid
-        info.uname = info.gname = ""
-        info.mtime = info_stat.st_mtime_ns // 1_000_000_000
-        pax: dict[str, str] = {}
-        if info_stat.st_mtime_ns % 1_000_000_000:
-            pax["mtime"] = f"{info.mtime}.{info_stat.st_mtime_ns % 1_000_000_000:09d}"
-        for attribute, value in _xattrs(real_path).items():
-            pax["SCHILY.xattr." + attribute] = value.decode("utf-8", "surrogateescape")
-        key = (info_stat.st_dev, info_stat.st_ino)
-        content = False
-        if stat.S_ISREG(mode) and info_stat.st_nlink > 1 and key in self._links:
-            info.type, info.linkname = tarfile.LNKTYPE, self._links[key]
-        elif stat.S_ISREG(mode):
-            if info_stat.st_nlink > 1:
-                self._links[key] = name
-            info.type, info.size, content = tarfile.REGTYPE, info_stat.st_size, True
-        elif stat.S_ISDIR(mode):
-            info.type, info.name = tarfile.DIRTYPE, name + "/"
-        elif stat.S_ISLNK(mode):
-            info.type, info.linkname = tarfile.SYMTYPE, os.fsdecode(os.readlink(real_path))
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
-            info.devmajor = os.major(info_stat.st_rdev)
-            info.devminor = os.minor(info_stat.st_rdev)
-        elif stat.S_ISFIFO(mode):
-            info.type = tarfile.FIFOTYPE
-        else:
-            return  # sockets do not go into layers
-        info.pax_headers = pax
-        yield self._header(info)
-        if content:
-            yield from self._content(real_path, info_stat.st_size)
-
-    @staticmethod
-    def _content(path: str, size: int) -> Iterator[bytes]:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            left = size
-            while left:
-                chunk = os.read(fd, min(left, 1 << 20))
-                if not chunk:
-                    # Shrank while we read it: keep the archive well-formed, as Go pads too.
-                    chunk = bytes(min(left, 1 << 20))
-                left -= len(chunk)
-                yield chunk
-        finally:
-            os.close(fd)
-        if size % BLOCK:
-            yield bytes(BLOCK - size % BLOCK)
-
-    @staticmethod
-    def end() -> bytes:
-        return bytes(2 * BLOCK)
-
-
-def tar_of_changes(view: TreeView, changes: list[Change]) -> Iterator[bytes]:
-    """A tarball of ``changes`` (Go's ``ExportChanges``): entries from ``view`` for additions
-    and modifications, ``.wh.NAME`` whiteouts for deletions, in path order."""
-    writer = _TarWriter()
+def entries_of_changes(view: TreeView, changes: list[Change]) -> Iterator[TreeEntry]:
+    """The members of the tar of ``changes`` (Go's ``ExportChanges``), in path order: entries
+    from ``view`` for additions and modifications, ``.wh.NAME`` whiteouts for deletions. The
+    engine writes the tar (:meth:`~layerstore.engines.Engine.open_tree_diff`)."""
     for change in sorted(changes):
         path = change.path[1:]
         if change.kind == "delete":
             parent, _, name = path.rpartition("/")
-            yield writer.whiteout(_join(parent, WHITEOUT_PREFIX + name))
-            continue
-        info = view.lstat(path)
-        if info is not None:
-            yield from writer.entry(path, view.real_path(path), info)
-    yield writer.end()
-
-
-def tar_entries(
-    entries: Iterator[tuple[str, str | None, os.stat_result | None]],
-) -> Iterator[bytes]:
-    """A tarball of ``(name, real path, stat)`` items in the given order; an item without a
-    stat is an empty whiteout file called ``name`` (``.wh.*``)."""
-    writer = _TarWriter()
-    for name, real_path, info in entries:
-        if info is None or real_path is None:
-            yield writer.whiteout(name)
-        else:
-            yield from writer.entry(name, real_path, info)
-    yield writer.end()
+            yield _join(parent, WHITEOUT_PREFIX + name), None
+        elif view.lstat(path) is not None:
+            yield path, view.real_path(path)

@@ -19,6 +19,7 @@ import re
 import stat
 from collections.abc import Iterator, Sequence
 
+from ..engines import TreeEntry
 from ..errors import LayerStoreError
 from . import DEFAULT_LAYER_MODE, STAGING_DIR_NAME, Driver, remove_tree
 from .changes import (
@@ -27,7 +28,6 @@ from .changes import (
     Change,
     TreeView,
     changes_size,
-    tar_entries,
 )
 from .mountinfo import is_mount_point, is_visible_mount, mount_points
 
@@ -318,11 +318,42 @@ class OverlayDriver(Driver):
             return super().diff_size(layer_id, from_id, from_is_parent)
         return changes_size(self.view(layer_id), self.changes(layer_id, from_id, True))
 
-    def diff(self, layer_id: str, from_id: str, from_is_parent: bool) -> Iterator[bytes]:
+    def diff_entries(
+        self, layer_id: str, from_id: str, from_is_parent: bool
+    ) -> Iterator[TreeEntry]:
         if not from_is_parent:
-            return super().diff(layer_id, from_id, from_is_parent)
-        items = (item for item, _ in self._upper_walk(layer_id, from_id) if item is not None)
-        return tar_entries(items)
+            return super().diff_entries(layer_id, from_id, from_is_parent)
+        return self._upper_entries(layer_id, from_id)
+
+    def _upper_entries(self, layer_id: str, parent_id: str) -> Iterator[TreeEntry]:
+        """The members of the layer's diff against its parent: its own directory in path
+        order, as :meth:`_upper_walk` gives them, without the comparisons only changes need (a
+        lower layer is looked at only below an opaque directory)."""
+        upper = os.path.join(self._dir(layer_id), "diff")
+        below = self._view_or_empty(parent_id)
+
+        def walk(directory: str) -> Iterator[TreeEntry]:
+            with os.scandir(os.path.join(upper, directory)) as found:
+                children = sorted(found, key=lambda entry: entry.name)
+            for child in children:
+                path = _join(directory, child.name)
+                if child.is_dir(follow_symlinks=False):
+                    yield path, child.path
+                    if is_opaque(child.path):
+                        lower = below.lstat(path)
+                        if lower is not None and stat.S_ISDIR(lower.st_mode):
+                            yield _join(path, OPAQUE_MARKER), None
+                    yield from walk(path)
+                elif (
+                    not child.is_file(follow_symlinks=False)
+                    and not child.is_symlink()
+                    and is_whiteout(os.lstat(child.path))
+                ):
+                    yield _join(directory, WHITEOUT_PREFIX + child.name), None
+                else:
+                    yield path, child.path
+
+        return walk("")
 
     def orphans(self) -> list[str]:
         """Short links in ``l/`` that lead to no layer (their layer was removed)."""

@@ -13,6 +13,7 @@ import os
 import re
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO, Literal, Protocol, TypeAlias
 
@@ -30,6 +31,7 @@ __all__ = [
     "DiffSource",
     "Engine",
     "Readable",
+    "TreeEntry",
     "WhiteoutFormat",
     "blob_source",
     "check_diff_compression",
@@ -73,6 +75,10 @@ WHITEOUT_FORMATS: tuple[WhiteoutFormat, ...] = ("overlay", "vfs")
 
 DIFF_COMPRESSIONS = (Compression.NONE, Compression.GZIP, Compression.ZSTD)
 """What a diff can be written as (Go writes none, gzip and zstd too)."""
+
+TreeEntry: TypeAlias = "tuple[str, str | None]"
+"""One member of a diff built from trees: its name in the tar (relative, no trailing slash) and
+the path its metadata and bytes are read from, or None for an empty whiteout file (``.wh.*``)."""
 
 BlobSource: TypeAlias = "str | bytes | bytearray | Readable"
 """A :data:`DiffSource` as the engines receive it: a path, a buffer, or a stream."""
@@ -205,6 +211,22 @@ class Engine(ABC):
     @abstractmethod
     def _open_diff(
         self, tar_split_path: str, layer_dir: str, compression: Compression
+    ) -> BinaryIO: ...
+
+    def open_tree_diff(self, entries: Iterable[TreeEntry], compression: Compression) -> BinaryIO:
+        """The tar of ``entries``, in the order given (docs/diff.md, "Diffs built from the
+        trees"): for each, a header from its ``lstat``, its extended attributes and link target,
+        and a regular file's bytes; inodes met again become hard links to their first name.
+
+        Streams; ``compression`` is NONE, GZIP or ZSTD (else NotSupported). A file that cannot
+        be read raises OSError naming it. The native engine takes the whole list first; the
+        pure one reads ``entries`` as it goes.
+        """
+        return self._open_tree_diff(entries, check_diff_compression(compression))
+
+    @abstractmethod
+    def _open_tree_diff(
+        self, entries: Iterable[TreeEntry], compression: Compression
     ) -> BinaryIO: ...
 
     @abstractmethod

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from typing import BinaryIO, cast
 
 from .. import _native
 from ..layer import Compression
-from . import ApplyRequest, ApplyResult, Engine
+from . import ApplyRequest, ApplyResult, Engine, TreeEntry
 
 __all__ = ["NativeEngine"]
 
@@ -42,6 +44,13 @@ class NativeEngine(Engine):
 
     def _open_diff(self, tar_split_path: str, layer_dir: str, compression: Compression) -> BinaryIO:
         return cast(BinaryIO, _native.open_diff(tar_split_path, layer_dir, int(compression)))
+
+    def _open_tree_diff(self, entries: Iterable[TreeEntry], compression: Compression) -> BinaryIO:
+        members = [
+            (os.fsencode(name), None if path is None else os.fsencode(path))
+            for name, path in entries
+        ]
+        return cast(BinaryIO, _native.open_tree_diff(members, int(compression)))
 
     def mount_overlay(
         self,

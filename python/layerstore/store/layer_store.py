@@ -58,7 +58,6 @@ from ..layer import (
     new_layer_id,
 )
 from ..paths import big_data_dir, big_data_file_name, big_data_path, tar_split_path
-from ..streams import compressed_chunks, reader_of
 from . import check
 from .chain import ChainBlob, default_workers, run_chain
 from .check import Problem, find_orphans
@@ -805,8 +804,9 @@ class LayerStore(ImageMethods):
             if from_is_parent and os.path.exists(tar_split):
                 stream = self.engine.open_diff(tar_split, self.driver.layer_dir(layer.id), wanted)
                 return cast(BinaryIO, _HeldStream(stream, holding))
-            chunks = self.driver.diff(layer.id, from_id, from_is_parent)
-            return reader_of(compressed_chunks(chunks, wanted), on_close=holding.close)
+            entries = self.driver.diff_entries(layer.id, from_id, from_is_parent)
+            stream = self.engine.open_tree_diff(entries, wanted)
+            return cast(BinaryIO, _HeldStream(stream, holding))
         except BaseException:
             holding.close()
             raise

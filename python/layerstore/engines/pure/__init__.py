@@ -1,20 +1,24 @@
 """The pure engine: the same byte work as the native one, with the standard library only.
 
 (and python-zstandard for zstd). Its modules mirror the Rust ones: ``compress``, ``crc64``,
-``tarwalk`` and ``tarsplit``, ``confine``, ``extract``, ``apply``, ``assemble``, ``copy``;
+``tarwalk`` and ``tarsplit``, ``confine``, ``extract``, ``apply``, ``assemble``, ``copy``,
+``tree_tar``;
 ``gopath`` cleans names as Go's ``path.Clean`` does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import BinaryIO
 
 from ...layer import Compression
-from .. import ApplyRequest, ApplyResult, Engine
+from ...streams import compressed_chunks, reader_of
+from .. import ApplyRequest, ApplyResult, Engine, TreeEntry
 from .apply import apply_layer
 from .assemble import open_diff
 from .copy import copy_tree
 from .mount import make_private_mount, mount_overlay, unmount
+from .tree_tar import tree_tar
 
 __all__ = ["PureEngine"]
 
@@ -32,6 +36,9 @@ class PureEngine(Engine):
 
     def _open_diff(self, tar_split_path: str, layer_dir: str, compression: Compression) -> BinaryIO:
         return open_diff(tar_split_path, layer_dir, compression)
+
+    def _open_tree_diff(self, entries: Iterable[TreeEntry], compression: Compression) -> BinaryIO:
+        return reader_of(compressed_chunks(tree_tar(entries), compression))
 
     def mount_overlay(
         self,
