@@ -1045,7 +1045,9 @@ def compare_reader(plan: Plan, driver: str) -> Row:
     in a second process during a put of the native engine, and ``containers-storage layers``
     processes during a Go ``import-layer``."""
     data = layer_files("large-files")
-    results = {name: Measurement() for name in ("native", "go") if name in plan.names}
+    results: dict[str, Measurement] = {
+        name: Measurement() for name in ("native", "go") if name in plan.names
+    }
     for _ in range(plan.rounds):
         if "native" in results:
             with scratch_root() as root:
@@ -1241,12 +1243,12 @@ def targets(rows: list[Row]) -> list[Target]:
                 found.append(ratio_target(
                     f"chain ({driver}): put_chain at least 3x skopeo copy", 3,
                     [(row.operation, row.results["skopeo"].median / chain)]))  # fmt: skip
-        wanted = {"load": 3.0, "save": 2.0, "pull": 3.0, "push": 2.0}.get(row.section)
-        if wanted and (ratio := row.versus("native")) is not None:
+        image_wanted = {"load": 3.0, "save": 2.0, "pull": 3.0, "push": 2.0}.get(row.section)
+        if image_wanted and (ratio := row.versus("native")) is not None:
             driver = row.operation.rsplit("(", 1)[1].rstrip(")")
             found.append(ratio_target(
-                f"{row.section} ({driver}): LayerStore.{row.section} at least {wanted:g}x "
-                "skopeo copy", wanted, [(row.operation, ratio)]))  # fmt: skip
+                f"{row.section} ({driver}): LayerStore.{row.section} at least {image_wanted:g}x "
+                "skopeo copy", image_wanted, [(row.operation, ratio)]))  # fmt: skip
         if row.section == "pull" and {"native", "native load"} <= set(row.results):
             driver = row.operation.rsplit("(", 1)[1].rstrip(")")
             over = row.results["native"].median / row.results["native load"].median

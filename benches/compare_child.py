@@ -59,7 +59,7 @@ def main(arguments: list[str]) -> None:
     elif operation == "diff":
         buffer = bytearray(1 << 20)
         with store.diff(rest[0], compression=rest[1]) as stream:
-            while stream.readinto(buffer):
+            while stream.readinto(buffer):  # type: ignore[attr-defined]  # BinaryIO lacks it
                 pass
     elif operation == "create":
         output.append(store.create(writeable=True).id)
