@@ -8,7 +8,9 @@ inside the process: ``in-process <seconds>``, timed from after ``import layersto
 the interpreter's start-up) to the end of the operation, opening the store included.
 
 Operations: ``put BLOB [PARENT]`` (prints the new layer's id), ``diff LAYER none|gzip`` (reads the
-whole stream), ``delete LAYER``, ``mount LAYER`` (prints the mount point), ``unmount LAYER``,
+whole stream), ``create`` (an empty writeable layer, as a container's; prints its id),
+``delete LAYER``, ``open`` (opens the store and closes it), ``mount LAYER`` (prints the mount
+point), ``unmount LAYER``,
 ``layers`` (prints every layer's id and names, as ``containers-storage layers`` does),
 ``chain COUNT`` (setup only: a chain of COUNT one-file layers; prints the top layer's id),
 ``put-each BLOB ...`` (the blobs put one after the other, each on the one before; prints the
@@ -57,10 +59,14 @@ def main(arguments: list[str]) -> None:
     elif operation == "diff":
         buffer = bytearray(1 << 20)
         with store.diff(rest[0], compression=rest[1]) as stream:
-            while stream.readinto(buffer):
+            while stream.readinto(buffer):  # type: ignore[attr-defined]  # BinaryIO lacks it
                 pass
+    elif operation == "create":
+        output.append(store.create(writeable=True).id)
     elif operation == "delete":
         store.delete(rest[0])
+    elif operation == "open":
+        pass  # opening the store is all: it has read and indexed layers.json
     elif operation == "mount":
         output.append(store.mount(rest[0]))
     elif operation == "unmount":

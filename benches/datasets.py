@@ -24,7 +24,7 @@ def write_store_of_layers(root: Path, count: int, driver: str = "vfs") -> list[s
     layers_dir = root / f"{driver}-layers"
     layers_dir.mkdir(parents=True, exist_ok=True)
     records = []
-    ids = []
+    ids: list[str] = []
     for number in range(count):
         layer_id = hashlib.sha256(f"layer {number}".encode()).hexdigest()
         digest = hashlib.sha256(f"diff {number}".encode()).hexdigest()
@@ -291,8 +291,8 @@ def _rootfs_entries(rng: random.Random) -> Iterator[tuple[tarfile.TarInfo, bytes
             yield regular(zones[-1], text(1200, 0.6))
     yield directory("usr/share/zoneinfo/posix")
     for zone in zones[:300]:  # hard links to zones under other names, as tzdata ships them
-        region, name = zone.split("/")[-2:]
-        yield link(f"usr/share/zoneinfo/posix/{region}-{name}", zone, tarfile.LNKTYPE)
+        area, name = zone.split("/")[-2:]
+        yield link(f"usr/share/zoneinfo/posix/{area}-{name}", zone, tarfile.LNKTYPE)
     yield directory("var")
     yield directory("var/cache")
     yield directory("var/cache/apt")
