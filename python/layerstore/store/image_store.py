@@ -12,7 +12,6 @@ keeps them, and the rules of containers/storage's store that tie the two.
 from __future__ import annotations
 
 import contextlib
-import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -153,6 +152,8 @@ class ImageMethods:
                     fault("image:big-data-written")
                     self._images.add(image)
                 except BaseException:
+                    import shutil
+
                     shutil.rmtree(self._images.data_dir(image_id), ignore_errors=True)
                     raise
                 return image

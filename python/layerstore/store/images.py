@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import hashlib
 import os
-import shutil
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
@@ -224,6 +222,8 @@ class ImageRecords:
         for image_id in image_ids:
             self.index.remove(image_id)
         self.save()
+        import shutil
+
         for image_id in image_ids:
             shutil.rmtree(self.data_dir(image_id), ignore_errors=True)
 
@@ -234,7 +234,10 @@ class ImageRecords:
         path = os.path.join(self.data_dir(image.id), big_data_file_name(key))
         os.makedirs(self.data_dir(image.id), mode=0o700, exist_ok=True)
         write_atomic(path, data)
-        digest = digest or "sha256:" + hashlib.sha256(data).hexdigest()
+        if not digest:
+            import hashlib  # loads OpenSSL: only where big data is written
+
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
         names = image.big_data_names
         if key not in names:
             names = (*names, key)
@@ -268,6 +271,8 @@ class ImageRecords:
             return
         for entry in entries:
             if entry.is_dir(follow_symlinks=False) and entry.name not in self.index:
+                import shutil
+
                 shutil.rmtree(entry.path, ignore_errors=True)
 
     # -- reading -------------------------------------------------------------------------------

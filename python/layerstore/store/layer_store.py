@@ -25,12 +25,11 @@ import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, BinaryIO, Literal, Self, TypedDict, Unpack, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Self, TypedDict, Unpack, cast
 
 from .. import gojson
 from ..atomic import write_atomic
 from ..drivers import Driver, choose_driver, existing_drivers, open_driver, remove_tree
-from ..drivers.changes import Change
 from ..engines import ApplyResult, DiffSource, Engine, check_diff_compression, select_engine
 from ..errors import (
     BigDataUnknown,
@@ -58,9 +57,7 @@ from ..layer import (
     new_layer_id,
 )
 from ..paths import big_data_dir, big_data_file_name, big_data_path, tar_split_path
-from ..streams import compressed_chunks, reader_of
 from . import check
-from .chain import ChainBlob, default_workers, run_chain
 from .check import Problem, find_orphans
 from .image_store import ImageMethods
 from .images import ImageRecords
@@ -71,6 +68,10 @@ from .mounts import MountPoint, decode_mounts, encode_mounts
 from .records import RecordFile, decode_records
 from .staging import STAGING_FLAG, Staging, StagingArea
 from .users import LayerUsers
+
+if TYPE_CHECKING:
+    from ..drivers.changes import Change
+    from .chain import ChainBlob
 
 __all__ = ["LayerOptions", "LayerStore"]
 
@@ -805,6 +806,8 @@ class LayerStore(ImageMethods):
             if from_is_parent and os.path.exists(tar_split):
                 stream = self.engine.open_diff(tar_split, self.driver.layer_dir(layer.id), wanted)
                 return cast(BinaryIO, _HeldStream(stream, holding))
+            from ..streams import compressed_chunks, reader_of
+
             chunks = self.driver.diff(layer.id, from_id, from_is_parent)
             return reader_of(compressed_chunks(chunks, wanted), on_close=holding.close)
         except BaseException:
@@ -1123,6 +1126,8 @@ class LayerStore(ImageMethods):
         If a blob fails, the layers before it stay and nothing of it or the layers after it
         does: ChainFailed says which, with the blob's error as its cause.
         """
+        from .chain import default_workers, run_chain
+
         return run_chain(self, blobs, parent, workers or default_workers())
 
     def apply_diff(
