@@ -24,8 +24,18 @@ import stat
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Self, TypedDict, Unpack, cast
+from dataclasses import replace
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    BinaryIO,
+    Literal,
+    NamedTuple,
+    Self,
+    TypedDict,
+    Unpack,
+    cast,
+)
 
 from .. import gojson
 from ..atomic import write_atomic
@@ -133,8 +143,12 @@ class LayerOptions(TypedDict, total=False):
     """Group id mappings, like ``uid_map``."""
 
 
-@dataclass(frozen=True, slots=True)
-class _CreateRequest:
+# The two records below are named tuples, not dataclasses: making a dataclass takes about a
+# millisecond at import, which every process that opens a store would pay for records that
+# only create and put use.
+
+
+class _CreateRequest(NamedTuple):
     """The checked arguments of create and put, validated before the lock is taken."""
 
     id: str | None
@@ -167,8 +181,7 @@ class _CreateRequest:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class _Reservation:
+class _Reservation(NamedTuple):
     """A staged put between its reservation and its commit."""
 
     layer: Layer
