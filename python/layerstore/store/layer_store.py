@@ -446,7 +446,9 @@ class LayerStore(ImageMethods):
         # Incomplete layers are left by a process that died mid-operation, except those a
         # living staged put is filling: they stay, unseen by lookups, until it commits.
         incomplete = [
-            layer.id for layer in layers if layer.incomplete and not self._being_staged(layer)
+            layer.id
+            for layer in layers
+            if layer.flags and layer.incomplete and not self._being_staged(layer)
         ]
 
         if names_repaired and self.read_only:
@@ -569,6 +571,8 @@ class LayerStore(ImageMethods):
     def layers(self) -> list[Layer]:
         """Every layer, in the order of layers.json (parents before children)."""
         with self._reading():
+            if not self._mounts:  # nothing to add to any record
+                return list(self._index.visible())
             return [self._public(layer) for layer in self._index.visible()]
 
     def metadata(self, name: str) -> str:
