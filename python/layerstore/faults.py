@@ -8,7 +8,6 @@ each point costs one dictionary lookup.
 from __future__ import annotations
 
 import os
-import signal
 
 __all__ = ["FAULT_POINT_VARIABLE", "fault"]
 
@@ -18,4 +17,6 @@ FAULT_POINT_VARIABLE = "LAYERSTORE_FAULT_POINT"
 def fault(point: str) -> None:
     """Die here if the environment names this point."""
     if os.environ.get(FAULT_POINT_VARIABLE) == point:
+        import signal
+
         os.kill(os.getpid(), signal.SIGKILL)

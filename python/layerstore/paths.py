@@ -10,7 +10,6 @@ half of one.
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 
@@ -65,6 +64,8 @@ def big_data_file_name(key: str) -> str:
         raise InvalidBigDataName(f"invalid big data key {key!r}: it names a directory")
     if _PLAIN_KEY.fullmatch(key):
         return key
+    import base64
+
     try:
         encoded = "=" + base64.b64encode(key.encode("utf-8")).decode("ascii")
     except UnicodeEncodeError:

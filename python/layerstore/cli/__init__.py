@@ -13,16 +13,17 @@ output and the progress bar, ``verbs`` one function per verb and ``demo`` the to
 from __future__ import annotations
 
 import argparse
-import difflib
 import errno
+import importlib
 import os
 import sys
-import traceback
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from .. import DRIVER_NAMES, ENGINE_NAMES, Layer, LayerStore, __version__
+from .. import __version__
+from ..drivers import DRIVER_NAMES
+from ..engines import ENGINE_NAMES
 from ..errors import (
     DuplicateID,
     DuplicateName,
@@ -32,7 +33,6 @@ from ..errors import (
     MountError,
     StoreIsReadOnly,
 )
-from . import image_verbs, verbs
 from .common import (
     PROG,
     CommandError,
@@ -42,11 +42,17 @@ from .common import (
     one_line,
     os_error,
 )
-from .demo import run_demo
+
+if TYPE_CHECKING:
+    from .. import Layer, LayerStore
 
 __all__ = ["main"]
 
-Verb = Callable[[LayerStore, argparse.Namespace], None]
+Verb = Callable[["LayerStore", argparse.Namespace], None]
+"""A verb's function: it takes the open store and the parsed arguments. The parser names it as
+``MODULE.FUNCTION`` of this package (``"verbs.layers"``), and it is imported only once its verb
+is chosen: ``layerstore layers`` loads neither the image, transfer and registry code nor the
+demo's."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,8 +115,46 @@ def _add_global_options(parser: argparse.ArgumentParser, *, after_verb: bool) ->
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line parser: global options, then one subcommand per verb."""
+class _Unbuilt(argparse.ArgumentParser):
+    """Takes the arguments of the verbs a parser leaves out (``build_parser(only=...)``) and
+    drops them: adding them to real parsers is most of the time of a short command."""
+
+    def __init__(self) -> None:
+        super().__init__(add_help=False)
+        self._dropped = argparse.Action([], argparse.SUPPRESS)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        return self._dropped
+
+
+_GLOBAL_FLAGS = frozenset(("--read-only", "--debug"))
+_GLOBAL_OPTIONS = ("--root", "--run-root", "--driver", "--engine")
+_GLOBAL_ASSIGNED = tuple(f"{option}=" for option in _GLOBAL_OPTIONS)
+
+
+def _named_verb(argv: Sequence[str]) -> str | None:
+    """The verb ``argv`` names where that is plain to see: its first word after global options
+    written out in full. None otherwise (help, --version, abbreviations, mistakes), and then
+    the whole parser is built, so that argparse says what it always said."""
+    words = iter(argv)
+    for word in words:
+        if word in _GLOBAL_FLAGS or word.startswith(_GLOBAL_ASSIGNED):
+            continue
+        if word in _GLOBAL_OPTIONS:
+            if next(words, None) is None:
+                return None
+            continue
+        return None if word.startswith("-") else word
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line parser: global options, then one subcommand per verb.
+
+    ``only``: the subcommand of that verb alone (what :func:`main` parses once it has seen the
+    verb in the arguments), the same parser for that verb's arguments built in a fraction of
+    the time; the whole parser if no verb has that name.
+    """
     parser = _Parser(
         prog=PROG,
         description=(
@@ -122,8 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _add_global_options(parser, after_verb=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    unbuilt = _Unbuilt()
 
-    def verb(name: str, handler: Verb | None, summary: str) -> argparse.ArgumentParser:
+    def verb(name: str, handler: str | None, summary: str) -> argparse.ArgumentParser:
+        if only is not None and name != only:
+            return unbuilt
         sub = commands.add_parser(name, help=summary, description=summary)
         _add_global_options(sub, after_verb=True)
         sub.set_defaults(handler=handler)
@@ -151,13 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--id", metavar="ID", help="the new layer's id (default: random)")
         return sub
 
-    with_json(verb("layers", verbs.layers, "list the layers, parents first"))
-    with_new_layer(verb("create-layer", verbs.create_layer, "create an empty layer; print its id"))
+    with_json(verb("layers", "verbs.layers", "list the layers, parents first"))
+    with_new_layer(
+        verb("create-layer", "verbs.create_layer", "create an empty layer; print its id")
+    )
 
     sub = with_new_layer(
         verb(
             "import",
-            verbs.import_layer,
+            "verbs.import_layer",
             "create a layer from a blob, or a chain of layers from several; print their ids",
         )
     )
@@ -170,10 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
         "with containers/image's ids; --name names the last",
     )
 
-    sub = with_layer(verb("apply-diff", verbs.apply_diff, "apply a blob to an existing layer"))
+    sub = with_layer(verb("apply-diff", "verbs.apply_diff", "apply a blob to an existing layer"))
     sub.add_argument("file", metavar="FILE|-", help="a tar, plain or compressed ('-': stdin)")
 
-    sub = with_from(with_layer(verb("diff", verbs.diff, "write the tarball of a layer")))
+    sub = with_from(with_layer(verb("diff", "verbs.diff", "write the tarball of a layer")))
     sub.add_argument(
         "--compression",
         choices=("none", "gzip", "zstd"),
@@ -182,39 +231,39 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("-o", "--output", metavar="FILE", help="write FILE atomically, not stdout")
 
     with_json(
-        with_from(with_layer(verb("changes", verbs.changes, "list the paths a layer changes")))
+        with_from(with_layer(verb("changes", "verbs.changes", "list the paths a layer changes")))
     )
-    with_from(with_layer(verb("diff-size", verbs.diff_size, "estimate a diff's size in bytes")))
+    with_from(with_layer(verb("diff-size", "verbs.diff_size", "estimate a diff's size in bytes")))
 
-    sub = with_layer(verb("mount", verbs.mount, "mount a layer on its parents; print where"))
+    sub = with_layer(verb("mount", "verbs.mount", "mount a layer on its parents; print where"))
     sub.add_argument(
         "-o", "--option", metavar="OPT", action="append", default=[], help="e.g. ro (repeatable)"
     )
 
-    sub = verb("unmount", verbs.unmount, "drop a use of a mount; unmount when none is left")
+    sub = verb("unmount", "verbs.unmount", "drop a use of a mount; unmount when none is left")
     sub.add_argument("target", metavar="LAYER|PATH", help="a layer, or where it is mounted")
     sub.add_argument("--force", action="store_true", help="unmount now, for every user")
 
-    with_layer(verb("mounted", verbs.mounted, "print how many times a layer is mounted"))
-    sub = with_layer(verb("delete-layer", verbs.delete_layer, "delete a layer without children"))
+    with_layer(verb("mounted", "verbs.mounted", "print how many times a layer is mounted"))
+    sub = with_layer(verb("delete-layer", "verbs.delete_layer", "delete a layer without children"))
     sub.add_argument(
         "--force", action="store_true", help="delete it even if an image or a container uses it"
     )
     for name, handler, summary, count in (
-        ("add-names", verbs.add_names, "add names, moving them from other layers", "+"),
-        ("remove-names", verbs.remove_names, "remove names from a layer", "+"),
-        ("set-names", verbs.set_names, "replace a layer's names (none: clear them)", "*"),
+        ("add-names", "verbs.add_names", "add names, moving them from other layers", "+"),
+        ("remove-names", "verbs.remove_names", "remove names from a layer", "+"),
+        ("set-names", "verbs.set_names", "replace a layer's names (none: clear them)", "*"),
     ):
         with_layer(verb(name, handler, summary)).add_argument("names", metavar="NAME", nargs=count)
 
-    sub = with_layer(verb("metadata", verbs.metadata, "print a layer's metadata, or set it"))
+    sub = with_layer(verb("metadata", "verbs.metadata", "print a layer's metadata, or set it"))
     sub.add_argument("--set", metavar="TEXT", help="replace the metadata with TEXT")
 
-    sub = with_json(with_layer(verb("big-data", verbs.big_data, "list, print or store data")))
+    sub = with_json(with_layer(verb("big-data", "verbs.big_data", "list, print or store data")))
     sub.add_argument("key", metavar="KEY", nargs="?", help="the item (leave out: list the keys)")
     sub.add_argument("--set", metavar="FILE|-", help="store FILE ('-': stdin) as the item")
 
-    sub = with_json(with_layer(verb("flags", verbs.flags, "print a layer's flags, or set them")))
+    sub = with_json(with_layer(verb("flags", "verbs.flags", "print a layer's flags, or set them")))
     sub.add_argument(
         "--set",
         metavar="K=V",
@@ -224,15 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--unset", metavar="K", action="append", default=[], help="clear flag K")
 
-    with_json(verb("status", verbs.status, "describe the store"))
+    with_json(verb("status", "verbs.status", "describe the store"))
     for name, handler, summary in (
         (
             "check",
-            verbs.check,
+            "verbs.check",
             "list what is wrong with the store, exit 1 if anything (opening it read-write "
             "already removes orphans and half-made layers: add --read-only to see them)",
         ),
-        ("repair", verbs.repair, "fix what check finds, as far as it is safe"),
+        ("repair", "verbs.repair", "fix what check finds, as far as it is safe"),
     ):
         sub = with_json(verb(name, handler, summary))
         sub.add_argument(
@@ -240,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if name == "repair":
             sub.add_argument("--yes", action="store_true", help="really remove and delete")
-    sub = verb("wipe", verbs.wipe, "delete every layer of the store")
+    sub = verb("wipe", "verbs.wipe", "delete every layer of the store")
     sub.add_argument("--yes", action="store_true", help="really delete them all")
     sub.add_argument(
         "--force",
@@ -249,21 +298,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_image_verbs(verb, with_json)
     verb("demo", None, "import, mount and diff two layers in a temporary store, timing each step")
+    if only is not None and only not in commands.choices:
+        return build_parser()
     return parser
 
 
 def _add_image_verbs(
-    verb: Callable[[str, Verb | None, str], argparse.ArgumentParser],
+    verb: Callable[[str, str | None, str], argparse.ArgumentParser],
     with_json: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
 ) -> None:
     image_help = "an image's id, name or unique id prefix"
-    with_json(verb("images", image_verbs.images, "list the images"))
-    sub = with_json(verb("image", image_verbs.image, "show an image: its record and layers"))
+    with_json(verb("images", "image_verbs.images", "list the images"))
+    sub = with_json(verb("image", "image_verbs.image", "show an image: its record and layers"))
     sub.add_argument("image", metavar="IMAGE", help=image_help)
-    sub = verb("tag", image_verbs.tag, "add names to an image, moving them from other images")
+    sub = verb("tag", "image_verbs.tag", "add names to an image, moving them from other images")
     sub.add_argument("image", metavar="IMAGE", help=image_help)
     sub.add_argument("names", metavar="NAME", nargs="+")
-    sub = verb("rmi", image_verbs.rmi, "delete images and the layers only they use")
+    sub = verb("rmi", "image_verbs.rmi", "delete images and the layers only they use")
     sub.add_argument("images", metavar="IMAGE", nargs="+", help=image_help)
     sub.add_argument(
         "--keep-layers", action="store_true", help="delete the record only, keep every layer"
@@ -273,7 +324,7 @@ def _add_image_verbs(
         action="store_true",
         help="for a NAME of an image that has others, remove just that name",
     )
-    sub = verb("load", image_verbs.load, "load an image's layers and record; print its id")
+    sub = verb("load", "image_verbs.load", "load an image's layers and record; print its id")
     sub.add_argument(
         "source",
         metavar="SOURCE",
@@ -291,7 +342,7 @@ def _add_image_verbs(
         metavar="OS/ARCH[/VARIANT]",
         help="the image to take from a multi-platform index (default: this machine's)",
     )
-    sub = verb("save", image_verbs.save, "write an image out; print its manifest's digest")
+    sub = verb("save", "image_verbs.save", "write an image out; print its manifest's digest")
     sub.add_argument("image", metavar="IMAGE", help=image_help)
     sub.add_argument(
         "-o",
@@ -340,11 +391,11 @@ def _boolean(text: str) -> bool:
 
 
 def _add_registry_verbs(
-    verb: Callable[[str, Verb | None, str], argparse.ArgumentParser],
+    verb: Callable[[str, str | None, str], argparse.ArgumentParser],
     with_json: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
     image_help: str,
 ) -> None:
-    sub = with_json(verb("pull", image_verbs.pull, "pull an image from a registry; print its id"))
+    sub = with_json(verb("pull", "image_verbs.pull", "pull an image from a registry; print its id"))
     sub.add_argument("reference", metavar="REGISTRY/REPO[:TAG|@DIGEST]")
     sub.add_argument(
         "--name", metavar="NAME", action="append", default=[],
@@ -352,7 +403,9 @@ def _add_registry_verbs(
     )  # fmt: skip
     sub.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="as for load")
     _add_registry_options(sub)
-    sub = with_json(verb("push", image_verbs.push, "push an image to a registry; print its digest"))
+    sub = with_json(
+        verb("push", "image_verbs.push", "push an image to a registry; print its digest")
+    )
     sub.add_argument("image", metavar="IMAGE", help=image_help)
     sub.add_argument("reference", metavar="REGISTRY/REPO[:TAG]")
     sub.add_argument(
@@ -399,6 +452,8 @@ def _suggestion(word: str, layers: list[Layer]) -> str:
         shown.setdefault(layer.id[: len(word)], layer.id[:12])
         for name in layer.names:
             shown[name] = name
+    import difflib
+
     matches = difflib.get_close_matches(word, shown, n=3)
     if not matches:
         return f"; '{PROG} layers' lists them"
@@ -447,6 +502,8 @@ def _warn_in_one_line() -> None:
 def _open_store(arguments: argparse.Namespace) -> LayerStore:
     root = arguments.root or default_root()
     run_root = arguments.run_root or default_run_root(root=root)
+    from ..store.layer_store import LayerStore
+
     try:
         return LayerStore(
             root,
@@ -459,9 +516,16 @@ def _open_store(arguments: argparse.Namespace) -> LayerStore:
         raise CommandError(f"cannot open the store at {root!r}: {os_error(exc)}") from None
 
 
+def _verb(name: str) -> Verb:
+    """The function the parser named ``MODULE.FUNCTION``, imported now."""
+    module, _, function = name.partition(".")
+    verb: Verb = getattr(importlib.import_module(f".{module}", __name__), function)
+    return verb
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``layerstore`` command on ``argv`` (default: ``sys.argv[1:]``); the exit status."""
-    parser = build_parser()
+    parser = build_parser(only=_named_verb(sys.argv[1:] if argv is None else argv))
     try:
         arguments, extra = parser.parse_known_args(argv)
         # argparse fills an optional positional (big-data's KEY) together with the one before
@@ -481,11 +545,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     store: LayerStore | None = None
     try:
         if arguments.command == "demo":
+            from .demo import run_demo
+
             run_demo(arguments)
         else:
             store = _open_store(arguments)
-            handler: Verb = arguments.handler
-            handler(store, arguments)
+            _verb(arguments.handler)(store, arguments)
         return 0
     except UsageError as exc:
         print(f"{PROG} {arguments.command}: {one_line(str(exc))}", file=sys.stderr)
@@ -500,6 +565,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except Exception as exc:
         if arguments.debug:
+            import traceback
+
             traceback.print_exc()
         print(f"{PROG}: {one_line(describe(exc, arguments, store))}", file=sys.stderr)
         return 1

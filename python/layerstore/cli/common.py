@@ -8,10 +8,12 @@ import errno
 import json
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import IDMap, Layer, default_root, default_run_root
-from ..image import Image
+
+if TYPE_CHECKING:
+    from ..image import Image
 
 __all__ = [
     "PROG",

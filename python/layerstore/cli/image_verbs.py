@@ -11,14 +11,16 @@ import sys
 from argparse import Namespace
 from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .. import LayerStore
-from ..image import Image
-from ..layer import Layer
-from ..transfer import LayerBlob
 from .common import CommandError, cell, human_size, image_to_json, print_json, print_table
 from .streams import Progress, ProgressReader
+
+if TYPE_CHECKING:
+    from .. import LayerStore
+    from ..image import Image
+    from ..layer import Layer
+    from ..transfer import LayerBlob
 
 __all__ = ["image", "images", "load", "pull", "push", "rmi", "save", "tag"]
 

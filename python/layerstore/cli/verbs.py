@@ -12,9 +12,8 @@ import os
 import sys
 from argparse import Namespace
 from contextlib import ExitStack
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from .. import ChainBlob, LayerStore, Problem
 from ..atomic import write_atomic
 from ..errors import BigDataUnknown, ChainFailed, InvalidLayerData, NotSupported
 from .common import (
@@ -29,6 +28,9 @@ from .common import (
     print_table,
 )
 from .streams import Progress, copy_stream, open_blob, read_all
+
+if TYPE_CHECKING:
+    from .. import LayerStore, Problem
 
 __all__ = [
     "add_names",
@@ -110,6 +112,8 @@ def import_chain(store: LayerStore, arguments: Namespace) -> None:
         raise CommandError("--id names one layer: a chain's ids are containers/image's")
     if files.count("-") > 1:
         raise CommandError("standard input ('-') can be one of the blobs only once")
+    from ..store.chain import ChainBlob
+
     with ExitStack() as blobs:
         sources = [
             blobs.enter_context(

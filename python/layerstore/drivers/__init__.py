@@ -10,24 +10,19 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from ..engines import Engine, TreeEntry
 from ..errors import LayerStoreError
 from ..layer import IDMap
-from .changes import (
-    Change,
-    DirectoryView,
-    TreeView,
-    changes_size,
-    compare_trees,
-    entries_of_changes,
-)
 from .idmaps import shift_ownership
+
+if TYPE_CHECKING:
+    # The naive diff (.changes) is imported by the calls that compare trees, not by every open.
+    from .changes import Change, TreeView
 
 __all__ = [
     "DRIVER_NAMES",
@@ -164,14 +159,20 @@ class Driver(ABC):
         """The layer's whole tree as its users see it (with its parents)."""
 
     def _view_or_empty(self, layer_id: str) -> TreeView:
+        from .changes import DirectoryView
+
         return self.view(layer_id) if layer_id else DirectoryView(None)
 
     def changes(self, layer_id: str, from_id: str, from_is_parent: bool) -> list[Change]:
         """What changed from layer ``from_id`` ("" for an empty tree) to ``layer_id``."""
+        from .changes import compare_trees
+
         return compare_trees(self._view_or_empty(from_id), self.view(layer_id))
 
     def diff_size(self, layer_id: str, from_id: str, from_is_parent: bool) -> int:
         """Bytes of the files added or modified from ``from_id`` to ``layer_id``."""
+        from .changes import changes_size
+
         return changes_size(self.view(layer_id), self.changes(layer_id, from_id, from_is_parent))
 
     def diff_entries(
@@ -179,6 +180,8 @@ class Driver(ABC):
     ) -> Iterator[TreeEntry]:
         """The members of the tarball that turns ``from_id`` into ``layer_id``, in order, for
         the engine to write (:meth:`~layerstore.engines.Engine.open_tree_diff`)."""
+        from .changes import entries_of_changes
+
         changes = self.changes(layer_id, from_id, from_is_parent)
         return entries_of_changes(self.view(layer_id), changes)
 
@@ -202,6 +205,8 @@ def remove_tree(path: str) -> None:
             for name in subdirectories:
                 child = os.path.join(directory, name)
                 _make_owner_writable(child, os.lstat(child).st_mode)
+    import shutil
+
     shutil.rmtree(path)
 
 
@@ -232,6 +237,9 @@ def _overlay_available(root: str, engine: Engine) -> tuple[bool, str]:
 
 
 def _probe_overlay(root: str, engine: Engine) -> tuple[bool, str]:
+    import shutil
+    import tempfile
+
     probe = tempfile.mkdtemp(prefix=".overlay-probe-", dir=root)
     try:
         for name in ("lower", "upper", "work", "merged"):

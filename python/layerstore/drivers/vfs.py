@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ..errors import LayerStoreError, NotSupported
 from . import DEFAULT_LAYER_MODE, Driver, remove_tree
-from .changes import DirectoryView, TreeView
+
+if TYPE_CHECKING:
+    from .changes import TreeView
 
 __all__ = ["VfsDriver"]
 
@@ -86,6 +89,8 @@ class VfsDriver(Driver):
         return False  # vfs sets nothing up for mounts
 
     def view(self, layer_id: str) -> TreeView:
+        from .changes import DirectoryView
+
         return DirectoryView(self._dir(layer_id))
 
     def layer_ids(self) -> list[str]:

@@ -11,10 +11,14 @@ live beside the layers: ``images`` (images.json, its lock and indexes) and ``ima
 
 from __future__ import annotations
 
-from .chain import ChainBlob, chain_layer_id
-from .check import Problem, ProblemKind
-from .layer_store import LayerOptions, LayerStore
-from .locations import default_root, default_run_root
+from .._lazy import lazy_attributes
+
+TYPE_CHECKING = False  # see layerstore._lazy: typing itself is not imported
+if TYPE_CHECKING:
+    from .chain import ChainBlob, chain_layer_id
+    from .check import Problem, ProblemKind
+    from .layer_store import LayerOptions, LayerStore
+    from .locations import default_root, default_run_root
 
 __all__ = [
     "ChainBlob",
@@ -26,3 +30,32 @@ __all__ = [
     "default_root",
     "default_run_root",
 ]
+
+# Imported on first use, as the package's own names are (layerstore._lazy).
+_EXPORTS = {
+    "ChainBlob": ".chain",
+    "chain_layer_id": ".chain",
+    "Problem": ".check",
+    "ProblemKind": ".check",
+    "LayerOptions": ".layer_store",
+    "LayerStore": ".layer_store",
+    "default_root": ".locations",
+    "default_run_root": ".locations",
+}
+_SUBMODULES = (
+    "chain",
+    "check",
+    "image_store",
+    "images",
+    "index",
+    "layer_store",
+    "locations",
+    "locking",
+    "mounts",
+    "records",
+    "staging",
+    "users",
+)
+
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS, _SUBMODULES)

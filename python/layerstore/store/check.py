@@ -13,7 +13,6 @@ store.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Iterable
@@ -201,6 +200,8 @@ def _layer_problems(store: LayerStore, layer: Layer, contents: bool) -> list[Pro
 
 
 def _content_problem(store: LayerStore, layer: Layer, tar_split: str) -> Problem | None:
+    import hashlib  # loads OpenSSL: only for check(contents=True)
+
     digest = hashlib.sha256()
     try:
         with store.engine.open_diff(

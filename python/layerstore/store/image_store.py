@@ -12,7 +12,6 @@ keeps them, and the rules of containers/storage's store that tie the two.
 from __future__ import annotations
 
 import contextlib
-import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -25,11 +24,11 @@ from ..errors import (
     ImageUsedByContainer,
 )
 from ..faults import fault
-from ..image import Image
 from ..layer import check_layer_id, check_name, format_created, new_layer_id
 from ..paths import big_data_file_name
 
 if TYPE_CHECKING:
+    from ..image import Image
     from ..layer import Layer
     from ..transfer import BlobWrapper, LayerProgress
     from .images import ImageRecords
@@ -131,6 +130,8 @@ class ImageMethods:
         items = list(big_data)
         for key, _data, _digest in items:
             big_data_file_name(key)
+        from ..image import Image
+
         with self._writing():
             top = self._index.lookup(layer) if layer else ""
             with self._images.writing() as index:
@@ -153,6 +154,8 @@ class ImageMethods:
                     fault("image:big-data-written")
                     self._images.add(image)
                 except BaseException:
+                    import shutil
+
                     shutil.rmtree(self._images.data_dir(image_id), ignore_errors=True)
                     raise
                 return image

@@ -14,22 +14,23 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import hashlib
 import os
-import shutil
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 from .. import gojson
 from ..atomic import write_atomic
 from ..errors import DuplicateID, DuplicateName, ImageUnknown, StoreIsReadOnly
-from ..image import Image
 from ..paths import big_data_file_name
 from .index import resolve_prefix
 from .locking import LockFile
 from .records import RecordFile, decode_records
+
+if TYPE_CHECKING:
+    from ..image import Image
 
 __all__ = ["ImageIndex", "ImageRecords"]
 
@@ -162,10 +163,7 @@ class ImageRecords:
     def _load(self) -> None:
         try:
             records = decode_records(self._file.read(), self._file.path, "images")
-            images = [
-                Image.from_json(record, source=self._file.path, read_only=self.read_only)
-                for record in records
-            ]
+            images = _decode_images(records, self._file.path, self.read_only)
         except BaseException:
             self._file.forget()
             raise
@@ -224,6 +222,8 @@ class ImageRecords:
         for image_id in image_ids:
             self.index.remove(image_id)
         self.save()
+        import shutil
+
         for image_id in image_ids:
             shutil.rmtree(self.data_dir(image_id), ignore_errors=True)
 
@@ -234,7 +234,10 @@ class ImageRecords:
         path = os.path.join(self.data_dir(image.id), big_data_file_name(key))
         os.makedirs(self.data_dir(image.id), mode=0o700, exist_ok=True)
         write_atomic(path, data)
-        digest = digest or "sha256:" + hashlib.sha256(data).hexdigest()
+        if not digest:
+            import hashlib  # loads OpenSSL: only where big data is written
+
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
         names = image.big_data_names
         if key not in names:
             names = (*names, key)
@@ -268,6 +271,8 @@ class ImageRecords:
             return
         for entry in entries:
             if entry.is_dir(follow_symlinks=False) and entry.name not in self.index:
+                import shutil
+
                 shutil.rmtree(entry.path, ignore_errors=True)
 
     # -- reading -------------------------------------------------------------------------------
@@ -279,6 +284,15 @@ class ImageRecords:
         path = os.path.join(self.data_dir(image.id), big_data_file_name(key))
         with open(path, "rb") as item:
             return item.read()
+
+
+def _decode_images(records: list[Any], source: str, read_only: bool) -> list[Image]:
+    if not records:
+        return []
+    # Imported here: a store without images (most opens of the CLI) never needs the class.
+    from ..image import Image
+
+    return [Image.from_json(record, source=source, read_only=read_only) for record in records]
 
 
 def _without_names(image: Image, names: set[str]) -> Image:

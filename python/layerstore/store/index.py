@@ -45,15 +45,38 @@ class LayerIndex:
     __slots__ = ("_by_compressed", "_by_id", "_by_name", "_by_uncompressed", "_sorted_ids")
 
     def __init__(self, layers: Iterable[Layer] = ()) -> None:
-        self._by_id: dict[str, Layer] = {}  # insertion order is the order of layers.json
-        self._by_name: dict[str, str] = {}
-        self._by_compressed: dict[str, list[str]] = {}
-        self._by_uncompressed: dict[str, list[str]] = {}
+        # What _index_layer does for each layer, inlined: a store's every open builds the
+        # index of all its layers.
+        by_id: dict[str, Layer] = {}  # insertion order is the order of layers.json
+        by_name: dict[str, str] = {}
+        by_compressed: dict[str, list[str]] = {}
+        by_uncompressed: dict[str, list[str]] = {}
         for layer in layers:
-            self._by_id[layer.id] = layer
-            self._index_layer(layer)
+            layer_id = layer.id
+            by_id[layer_id] = layer
+            for name in layer.names:
+                by_name[name] = layer_id
+            digest = layer.compressed_digest
+            if digest:
+                ids = by_compressed.get(digest)
+                if ids is None:
+                    by_compressed[digest] = [layer_id]
+                else:
+                    ids.append(layer_id)
+            digest = layer.uncompressed_digest
+            if digest:
+                ids = by_uncompressed.get(digest)
+                if ids is None:
+                    by_uncompressed[digest] = [layer_id]
+                else:
+                    ids.append(layer_id)
+        self._by_id = by_id
+        self._by_name = by_name
+        self._by_compressed = by_compressed
+        self._by_uncompressed = by_uncompressed
+        # (flags first: most layers have none, and then cannot be incomplete)
         self._sorted_ids = sorted(
-            layer.id for layer in self._by_id.values() if not layer.incomplete
+            layer_id for layer_id, layer in by_id.items() if not (layer.flags and layer.incomplete)
         )
 
     # -- reading -------------------------------------------------------------------------------
@@ -67,7 +90,7 @@ class LayerIndex:
 
     def visible(self) -> Iterator[Layer]:
         """The whole layers, in file order."""
-        return (layer for layer in self._by_id.values() if not layer.incomplete)
+        return (layer for layer in self._by_id.values() if not (layer.flags and layer.incomplete))
 
     def __contains__(self, layer_id: object) -> bool:
         return layer_id in self._by_id

@@ -24,13 +24,22 @@ import stat
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
-from typing import Any, BinaryIO, Literal, Self, TypedDict, Unpack, cast
+from dataclasses import replace
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    BinaryIO,
+    Literal,
+    NamedTuple,
+    Self,
+    TypedDict,
+    Unpack,
+    cast,
+)
 
 from .. import gojson
 from ..atomic import write_atomic
 from ..drivers import Driver, choose_driver, existing_drivers, open_driver, remove_tree
-from ..drivers.changes import Change
 from ..engines import ApplyResult, DiffSource, Engine, check_diff_compression, select_engine
 from ..errors import (
     BigDataUnknown,
@@ -59,7 +68,6 @@ from ..layer import (
 )
 from ..paths import big_data_dir, big_data_file_name, big_data_path, tar_split_path
 from . import check
-from .chain import ChainBlob, default_workers, run_chain
 from .check import Problem, find_orphans
 from .image_store import ImageMethods
 from .images import ImageRecords
@@ -70,6 +78,10 @@ from .mounts import MountPoint, decode_mounts, encode_mounts
 from .records import RecordFile, decode_records
 from .staging import STAGING_FLAG, Staging, StagingArea
 from .users import LayerUsers
+
+if TYPE_CHECKING:
+    from ..drivers.changes import Change
+    from .chain import ChainBlob
 
 __all__ = ["LayerOptions", "LayerStore"]
 
@@ -131,8 +143,12 @@ class LayerOptions(TypedDict, total=False):
     """Group id mappings, like ``uid_map``."""
 
 
-@dataclass(frozen=True, slots=True)
-class _CreateRequest:
+# The two records below are named tuples, not dataclasses: making a dataclass takes about a
+# millisecond at import, which every process that opens a store would pay for records that
+# only create and put use.
+
+
+class _CreateRequest(NamedTuple):
     """The checked arguments of create and put, validated before the lock is taken."""
 
     id: str | None
@@ -165,8 +181,7 @@ class _CreateRequest:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class _Reservation:
+class _Reservation(NamedTuple):
     """A staged put between its reservation and its commit."""
 
     layer: Layer
@@ -431,7 +446,9 @@ class LayerStore(ImageMethods):
         # Incomplete layers are left by a process that died mid-operation, except those a
         # living staged put is filling: they stay, unseen by lookups, until it commits.
         incomplete = [
-            layer.id for layer in layers if layer.incomplete and not self._being_staged(layer)
+            layer.id
+            for layer in layers
+            if layer.flags and layer.incomplete and not self._being_staged(layer)
         ]
 
         if names_repaired and self.read_only:
@@ -554,6 +571,8 @@ class LayerStore(ImageMethods):
     def layers(self) -> list[Layer]:
         """Every layer, in the order of layers.json (parents before children)."""
         with self._reading():
+            if not self._mounts:  # nothing to add to any record
+                return list(self._index.visible())
             return [self._public(layer) for layer in self._index.visible()]
 
     def metadata(self, name: str) -> str:
@@ -1123,6 +1142,8 @@ class LayerStore(ImageMethods):
         If a blob fails, the layers before it stay and nothing of it or the layers after it
         does: ChainFailed says which, with the blob's error as its cause.
         """
+        from .chain import default_workers, run_chain
+
         return run_chain(self, blobs, parent, workers or default_workers())
 
     def apply_diff(

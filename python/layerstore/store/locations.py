@@ -8,7 +8,6 @@ own below it, so two stores never share a mount table.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 
@@ -62,5 +61,7 @@ def default_run_root(
     absolute = os.path.abspath(os.fspath(root))
     if absolute == os.path.abspath(default_root(environ, euid)):
         return base
+    import hashlib  # loads OpenSSL: not for the default store, nor a run root given
+
     digest = hashlib.sha256(os.fsencode(absolute)).hexdigest()[:16]
     return os.path.join(base, "stores", digest)

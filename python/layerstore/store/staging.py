@@ -25,12 +25,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
-
-import filelock
+from typing import TYPE_CHECKING
 
 from ..drivers import STAGING_DIR_NAME, remove_tree
 from ..paths import TAR_SPLIT_SUFFIX, tar_split_temporary_path
+
+if TYPE_CHECKING:
+    import filelock
 
 __all__ = ["STAGING_DIR_NAME", "STAGING_FLAG", "Staging", "StagingArea"]
 
@@ -43,6 +44,9 @@ _TOKEN = re.compile(r"[0-9a-f]{32}")
 
 
 def _lock(path: str) -> filelock.BaseFileLock:
+    # filelock is imported only here, once a staging is made or found: most opens find none.
+    import filelock
+
     # Not thread-local: a chain's staging is made on one thread and released on another.
     return filelock.FileLock(path, thread_local=False)
 
@@ -103,6 +107,8 @@ class StagingArea:
     def new(self) -> Staging:
         """A fresh staging, its lock held; its directory is left for the driver to make.
         The caller holds the store's exclusive lock."""
+        import secrets
+
         token = secrets.token_hex(16)
         lock = _lock(self._lock_path(token))
         for attempt in range(3):
@@ -128,9 +134,11 @@ class StagingArea:
         if not os.path.exists(self._lock_path(token)):
             return False
         probe = _lock(self._lock_path(token))
+        from filelock import Timeout
+
         try:
             probe.acquire(timeout=0)
-        except filelock.Timeout:
+        except Timeout:
             return True
         probe.release()
         return False
@@ -141,9 +149,11 @@ class StagingArea:
         if not _TOKEN.fullmatch(token):
             return False
         probe = _lock(self._lock_path(token))
+        from filelock import Timeout
+
         try:
             probe.acquire(timeout=0)
-        except filelock.Timeout:
+        except Timeout:
             return False
         except FileNotFoundError:  # no home, so no lock file: nobody holds it
             self.remove_files(token)

@@ -11,8 +11,7 @@ store's lock (containers/storage takes them in the same order: layers, images, c
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from ..errors import LayerUsedByContainer, LayerUsedByImage
 from .images import ImageRecords
@@ -24,8 +23,7 @@ __all__ = ["LayerUser", "LayerUsers"]
 UserKind = Literal["image", "container"]
 
 
-@dataclass(frozen=True, slots=True)
-class LayerUser:
+class LayerUser(NamedTuple):
     """An image or a container that uses a layer."""
 
     kind: UserKind
