@@ -19,7 +19,7 @@ use std::thread;
 use crate::compress::{self, Compression};
 use crate::digest::Digester;
 use crate::error::{Error, IoContext, Result};
-use crate::extract::{is_whiteout_name, Extractor, WhiteoutFormat};
+use crate::extract::{is_whiteout_name, Extractor, Ownership, WhiteoutFormat};
 use crate::tarsplit::{Packer, Walker};
 
 /// Size of the buffers of decompressed data handed between the threads.
@@ -41,6 +41,8 @@ pub struct Options {
     pub trusted_compressed_digest: Option<String>,
     /// The tar's digest when the caller knows it already.
     pub trusted_uncompressed_digest: Option<String>,
+    /// `force_mask` and `ignore_chown_errors` (docs/rootless.md).
+    pub ownership: Ownership,
 }
 
 /// What an apply found (docs/apply.md, section 6).
@@ -96,7 +98,11 @@ fn fault(point: &str) {
 
 /// Apply the layer blob `source` into `options.destination`.
 pub fn apply_layer(source: Source, options: &Options) -> Result<Applied> {
-    let extractor = Extractor::new(&options.destination, options.whiteout_format)?;
+    let extractor = Extractor::new(
+        &options.destination,
+        options.whiteout_format,
+        options.ownership,
+    )?;
     let temporary = &options.tar_split_temporary_path;
     let file = OpenOptions::new()
         .write(true)
@@ -522,6 +528,7 @@ mod tests {
             tar_split_path: scratch.join("layer.tar-split.gz"),
             tar_split_temporary_path: scratch.join("layer.tar-split.gz.tmp"),
             whiteout_format: WhiteoutFormat::Vfs,
+            ownership: Ownership::default(),
             trusted_compressed_digest: None,
             trusted_uncompressed_digest: None,
         }

@@ -66,6 +66,43 @@ pub struct Extractor {
     /// Without root: the mode of the layer's directory, made owner-writable while the blob is
     /// applied (a new layer's is 0555, which only root may write into), to give back.
     root_mode: Option<u32>,
+    /// containers/storage's `force_mask` (docs/rootless.md): files and directories get this
+    /// mode, devices and fifos become empty files, nothing is chowned, and the tar's owner,
+    /// mode and device numbers go into `user.containers.override_stat`.
+    force_mask: Option<u32>,
+    /// Owners that cannot be set are left as they are, even for root.
+    ignore_chown_errors: bool,
+    /// Under `force_mask`: the override value of the root entry, recorded on the layer root.
+    root_override: Option<String>,
+}
+
+/// The options of containers/storage that change how entries land on disk.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ownership {
+    pub force_mask: Option<u32>,
+    pub ignore_chown_errors: bool,
+}
+
+/// The `st_mode` file type of an entry's type flag.
+fn entry_file_type(typeflag: u8) -> u32 {
+    match typeflag {
+        b'3' => libc::S_IFCHR,
+        b'4' => libc::S_IFBLK,
+        b'5' => libc::S_IFDIR,
+        b'6' => libc::S_IFIFO,
+        _ => libc::S_IFREG,
+    }
+}
+
+/// The override value for an entry: what its header says.
+fn override_value(header: &Header) -> String {
+    crate::overrides::format(
+        owner_id(header.uid),
+        owner_id(header.gid),
+        entry_file_type(header.typeflag) | permission_bits(header.mode),
+        owner_id(header.devmajor),
+        owner_id(header.devminor),
+    )
 }
 
 impl Drop for Extractor {
@@ -329,8 +366,11 @@ fn chmod_nofollow(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()>
 
 impl Extractor {
     /// An extractor into the existing directory `destination`.
-    pub fn new(destination: &Path, format: WhiteoutFormat) -> Result<Self> {
+    pub fn new(destination: &Path, format: WhiteoutFormat, ownership: Ownership) -> Result<Self> {
         let mut extractor = Self {
+            force_mask: ownership.force_mask,
+            ignore_chown_errors: ownership.ignore_chown_errors,
+            root_override: None,
             root: Root::open(destination)?,
             format,
             privileged: geteuid().is_root(),
@@ -420,9 +460,12 @@ impl Extractor {
         let root = Arc::clone(self.root.fd());
         self.owner(Target::Dir(root.as_fd()), header, b".")?;
         self.xattrs(Target::Dir(root.as_fd()), header, b".")?;
+        if self.force_mask.is_some() {
+            self.root_override = Some(override_value(header));
+        }
         self.dirs.push(DeferredDir {
             path: b".".to_vec(),
-            mode: permission_bits(header.mode),
+            mode: self.mode_of(header),
             atime: header
                 .atime
                 .map_or(header.mtime, |atime| atime.max(header.mtime)),
@@ -525,11 +568,30 @@ impl Extractor {
         Ok(())
     }
 
+    /// The mode an entry gets on disk: its own, or the force mask.
+    fn mode_of(&self, header: &Header) -> u32 {
+        self.force_mask
+            .unwrap_or_else(|| permission_bits(header.mode))
+    }
+
+    /// Under `force_mask`, record what the tar says about the entry.
+    fn record_override(&self, target: Target<'_>, header: &Header, relative: &[u8]) -> Result<()> {
+        if self.force_mask.is_none() {
+            return Ok(());
+        }
+        target
+            .set_xattr(crate::overrides::NAME, override_value(header).as_bytes())
+            .at(&self.path_of(relative))
+    }
+
     fn owner(&self, target: Target<'_>, header: &Header, relative: &[u8]) -> Result<()> {
+        if self.force_mask.is_some() {
+            return Ok(()); // Go turns chown off under force_mask: the xattr has the owner
+        }
         match target.chown(owner_id(header.uid), owner_id(header.gid)) {
             Ok(()) => Ok(()),
             // Without root, files keep the caller as owner.
-            Err(_) if !self.privileged => Ok(()),
+            Err(_) if !self.privileged || self.ignore_chown_errors => Ok(()),
             Err(error) => Err(error).at(&self.path_of(relative)),
         }
     }
@@ -557,7 +619,7 @@ impl Extractor {
     fn metadata_at(&self, target: Target<'_>, header: &Header, relative: &[u8]) -> Result<()> {
         let path = || self.path_of(relative);
         self.owner(target, header, relative)?;
-        target.chmod(permission_bits(header.mode)).at(&path())?;
+        target.chmod(self.mode_of(header)).at(&path())?;
         self.xattrs(target, header, relative)?;
         target.set_times(&times(header)).at(&path())
     }
@@ -572,7 +634,10 @@ impl Extractor {
     ) -> Result<()> {
         let path = self.path_of(relative);
         let name = c_string(base).at(&path)?;
-        let typeflag = header.typeflag;
+        let mut typeflag = header.typeflag;
+        if self.force_mask.is_some() && matches!(typeflag, b'3' | b'4' | b'6') {
+            typeflag = b'0'; // stored as an empty regular file; the xattr says what it is
+        }
         if matches!(typeflag, b'3' | b'4') && !self.privileged {
             return Ok(()); // device nodes need root
         }
@@ -629,9 +694,10 @@ impl Extractor {
             b'5' => {
                 self.owner(target, header, relative)?;
                 self.xattrs(target, header, relative)?;
+                self.record_override(target, header, relative)?;
                 self.dirs.push(DeferredDir {
                     path: relative.to_vec(),
-                    mode: permission_bits(header.mode),
+                    mode: self.mode_of(header),
                     atime: header
                         .atime
                         .map_or(header.mtime, |atime| atime.max(header.mtime)),
@@ -742,7 +808,7 @@ impl Extractor {
         content: &mut Content<'_>,
         path: &Path,
     ) -> Result<()> {
-        let mode = permission_bits(header.mode);
+        let mode = self.mode_of(header);
         // Created with its final mode when the umask keeps it whole: one fchmod less.
         let exact = mode & !0o777 == 0 && mode & self.umask == 0;
         let create_mode = if exact { mode } else { 0o600 };
@@ -768,9 +834,11 @@ impl Extractor {
             Some(Uid::from_raw(owner_id(header.uid))),
             Some(Gid::from_raw(owner_id(header.gid))),
         );
-        if let Err(error) = sys(fchown(fd, owner.0, owner.1)) {
-            if self.privileged {
-                return Err(error).at(path);
+        if self.force_mask.is_none() {
+            if let Err(error) = sys(fchown(fd, owner.0, owner.1)) {
+                if self.privileged && !self.ignore_chown_errors {
+                    return Err(error).at(path);
+                }
             }
         }
         if !exact {
@@ -785,6 +853,14 @@ impl Extractor {
                 xattr_failure(error, self.privileged, header, key, path)?;
             }
         }
+        if self.force_mask.is_some() {
+            crate::sys::fset_xattr(
+                fd,
+                crate::overrides::NAME,
+                override_value(header).as_bytes(),
+            )
+            .at(path)?;
+        }
         let [atime, mtime] = times(header);
         sys(futimens(fd, &atime, &mtime)).at(path)
     }
@@ -794,6 +870,17 @@ impl Extractor {
         self.invalidate();
         // First: a root entry's own mode (vfs) comes after it.
         self.give_back_root_mode()?;
+        if self.force_mask.is_some() {
+            // Go records the layer root too: the root entry's values, else 0:0:0755.
+            let value = self
+                .root_override
+                .take()
+                .unwrap_or_else(|| crate::overrides::format(0, 0, libc::S_IFDIR | 0o755, 0, 0));
+            let root = Arc::clone(self.root.fd());
+            Target::Dir(root.as_fd())
+                .set_xattr(crate::overrides::NAME, value.as_bytes())
+                .at(&self.path_of(b"."))?;
+        }
         let dirs = std::mem::take(&mut self.dirs);
         for deferred in &dirs {
             let path = self.path_of(&deferred.path);
@@ -890,7 +977,8 @@ mod tests {
     #[test]
     fn symlinks_on_the_way_resolve_inside_the_layer() {
         let (scratch, layer) = scratch();
-        let mut extractor = Extractor::new(&layer, WhiteoutFormat::Overlay).unwrap();
+        let mut extractor =
+            Extractor::new(&layer, WhiteoutFormat::Overlay, Ownership::default()).unwrap();
         put(&mut extractor, &link("root", b'2', "/"), b"").unwrap();
         put(&mut extractor, &link("up", b'2', "../../../outside"), b"").unwrap();
         put(&mut extractor, &link("abs", b'2', "/../outside"), b"").unwrap();
@@ -914,7 +1002,8 @@ mod tests {
     #[test]
     fn out_of_range_numbers_and_links_to_directories_are_bad_data() {
         let (_scratch, layer) = scratch();
-        let mut extractor = Extractor::new(&layer, WhiteoutFormat::Vfs).unwrap();
+        let mut extractor =
+            Extractor::new(&layer, WhiteoutFormat::Vfs, Ownership::default()).unwrap();
         let bad = |error: Error, fragment: &str| match error {
             Error::InvalidLayerData(message) => assert!(message.contains(fragment), "{message}"),
             other => panic!("not bad data: {other}"),
@@ -953,7 +1042,8 @@ mod tests {
     fn an_existing_symlink_is_replaced_not_followed() {
         let (scratch, layer) = scratch();
         symlink(scratch.path().join("outside/keep"), layer.join("f")).unwrap();
-        let mut extractor = Extractor::new(&layer, WhiteoutFormat::Vfs).unwrap();
+        let mut extractor =
+            Extractor::new(&layer, WhiteoutFormat::Vfs, Ownership::default()).unwrap();
         put(&mut extractor, &entry("f", b'0'), b"new").unwrap();
         extractor.finish().unwrap();
         outside_untouched(&scratch);
@@ -963,7 +1053,8 @@ mod tests {
     #[test]
     fn symlink_loops_fail_and_hard_links_stay_inside() {
         let (scratch, layer) = scratch();
-        let mut extractor = Extractor::new(&layer, WhiteoutFormat::Overlay).unwrap();
+        let mut extractor =
+            Extractor::new(&layer, WhiteoutFormat::Overlay, Ownership::default()).unwrap();
         put(&mut extractor, &link("loop", b'2', "loop"), b"").unwrap();
         assert!(put(&mut extractor, &entry("loop/x", b'0'), b"").is_err());
         let escape = put(&mut extractor, &link("h", b'1', "../outside/keep"), b"");
@@ -983,7 +1074,8 @@ mod tests {
     #[test]
     fn directories_get_mode_and_times_at_the_end() {
         let (_scratch, layer) = scratch();
-        let mut extractor = Extractor::new(&layer, WhiteoutFormat::Overlay).unwrap();
+        let mut extractor =
+            Extractor::new(&layer, WhiteoutFormat::Overlay, Ownership::default()).unwrap();
         let mut dir = entry("d", b'5');
         dir.mode = 0o555;
         put(&mut extractor, &dir, b"").unwrap();
@@ -1006,7 +1098,8 @@ mod tests {
         fs::write(layer.join("d/old"), b"").unwrap();
         fs::write(layer.join("gone"), b"").unwrap();
         symlink(scratch.path().join("outside"), layer.join("d/escape")).unwrap();
-        let mut extractor = Extractor::new(&layer, WhiteoutFormat::Vfs).unwrap();
+        let mut extractor =
+            Extractor::new(&layer, WhiteoutFormat::Vfs, Ownership::default()).unwrap();
         put(&mut extractor, &entry(".wh.gone", b'0'), b"").unwrap();
         put(&mut extractor, &entry("d/sub", b'5'), b"").unwrap();
         put(&mut extractor, &entry("d/sub/new", b'0'), b"n").unwrap();
@@ -1034,7 +1127,8 @@ mod tests {
         let (_scratch, layer) = scratch();
         fs::create_dir(layer.join("d")).unwrap();
         fs::write(layer.join("d/f"), b"").unwrap();
-        let mut extractor = Extractor::new(&layer, WhiteoutFormat::Overlay).unwrap();
+        let mut extractor =
+            Extractor::new(&layer, WhiteoutFormat::Overlay, Ownership::default()).unwrap();
         let mut whiteout = entry("d/.wh.f", b'0');
         whiteout.uid = 7;
         put(&mut extractor, &whiteout, b"").unwrap();

@@ -16,6 +16,7 @@ pub mod digest;
 pub mod error;
 pub mod extract;
 pub mod mount;
+pub mod overrides;
 pub mod paths;
 pub mod py;
 pub mod sys;
@@ -74,6 +75,8 @@ mod _native {
         whiteout_format,
         trusted_compressed_digest,
         trusted_uncompressed_digest,
+        force_mask = None,
+        ignore_chown_errors = false,
     ))]
     #[allow(clippy::too_many_arguments)] // the engine interface's arguments, as they come
     fn apply_layer(
@@ -85,6 +88,8 @@ mod _native {
         whiteout_format: &str,
         trusted_compressed_digest: Option<String>,
         trusted_uncompressed_digest: Option<String>,
+        force_mask: Option<u32>,
+        ignore_chown_errors: bool,
     ) -> PyResult<ApplyResult> {
         let whiteout_format = match whiteout_format {
             "overlay" => WhiteoutFormat::Overlay,
@@ -104,6 +109,10 @@ mod _native {
             whiteout_format,
             trusted_compressed_digest,
             trusted_uncompressed_digest,
+            ownership: crate::extract::Ownership {
+                force_mask,
+                ignore_chown_errors,
+            },
         };
         let result = detached(py, "apply_layer", || {
             let source = match source {

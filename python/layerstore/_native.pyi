@@ -54,10 +54,14 @@ def apply_layer(
     whiteout_format: str,
     trusted_compressed_digest: str | None,
     trusted_uncompressed_digest: str | None,
+    force_mask: int | None = None,
+    ignore_chown_errors: bool = False,
 ) -> ApplyResult:
     """Apply a layer blob (ApplyDiff): detect and undo its compression, compute both digests,
     write tar-split to ``tar_split_temporary_path``, renamed to ``tar_split_path`` when whole,
-    and extract into ``destination``. The arguments are checked by ``layerstore.engines``."""
+    and extract into ``destination``; ``force_mask`` and ``ignore_chown_errors`` as
+    containers/storage's options (docs/rootless.md). The arguments are checked by
+    ``layerstore.engines``."""
 
 def mount_overlay(
     lowers: list[str], upper: str | None, work: str | None, target: str, options: list[str]

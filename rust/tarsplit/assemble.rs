@@ -321,6 +321,7 @@ pub(crate) mod tests {
             whiteout_format: WhiteoutFormat::Vfs,
             trusted_compressed_digest: None,
             trusted_uncompressed_digest: None,
+            ownership: crate::extract::Ownership::default(),
         };
         let source = Source {
             reader: Box::new(io::Cursor::new(tar.to_vec())),

@@ -51,7 +51,13 @@ class Driver(ABC):
     """How this driver stores whiteouts: ``"overlay"`` (device nodes, opaque xattrs) or
     ``"vfs"`` (the whited-out files are simply removed from the copy)."""
 
+    supports_force_mask = False
+    """Whether the store's ``force_mask`` option can be used with this driver."""
+
     def __init__(self, root: str, engine: Engine) -> None:
+        self.override_stat = False
+        """Read owners, modes and devices from ``user.containers.override_stat`` where a file
+        has it (the store uses ``force_mask``): changes and tree diffs see what the tar said."""
         self.root = root
         self.home = os.path.join(root, self.name)
         self.engine = engine

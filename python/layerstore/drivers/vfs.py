@@ -25,6 +25,7 @@ class VfsDriver(Driver):
 
     name = "vfs"
     whiteout_format = "vfs"
+    supports_force_mask = True
 
     def _dir(self, layer_id: str) -> str:
         return os.path.join(self.home, "dir", layer_id)

@@ -35,6 +35,7 @@ __all__ = [
     "WhiteoutFormat",
     "blob_source",
     "check_diff_compression",
+    "check_force_mask",
     "check_trusted_digest",
     "check_whiteout_format",
     "select_engine",
@@ -96,6 +97,12 @@ class ApplyRequest:
     whiteout_format: WhiteoutFormat
     trusted_compressed_digest: str | None
     trusted_uncompressed_digest: str | None
+    force_mask: int | None = None
+    """containers/storage's ``force_mask``: files and directories get this mode, nothing is
+    chowned, and what the tar says is recorded in ``user.containers.override_stat``
+    (docs/rootless.md)."""
+    ignore_chown_errors: bool = False
+    """Owners that cannot be set are left as they are, even for root (``ignore_chown_errors``)."""
 
 
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
@@ -125,6 +132,24 @@ def check_trusted_digest(value: str | None, what: str) -> str | None:
     """``value`` if it is None or a ``sha256:<64 lowercase hex>`` digest, else ValueError."""
     if value is not None and not (isinstance(value, str) and _DIGEST.fullmatch(value)):
         raise ValueError(f"trusted {what} digest {value!r} is not of the form sha256:<64 hex>")
+    return value
+
+
+def check_force_mask(value: int | None) -> int | None:
+    """``value`` if it is None or a mode of at most 0o7777 that keeps ``rwx`` for the owner.
+
+    Go takes any octal number; a mask without ``u+rwx`` would shut the store's owner out of
+    its own layers (the trouble force_mask is there to avoid), so it is a ValueError here.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o7777:
+        raise ValueError(f"force_mask {value!r} is not a file mode between 0 and 0o7777")
+    if value & 0o700 != 0o700:
+        raise ValueError(
+            f"force_mask {value:#o} leaves the owner without rwx: files and directories "
+            "stored with it could not be read back (use 0700, 0755 or another u+rwx mode)"
+        )
     return value
 
 
@@ -172,12 +197,16 @@ class Engine(ABC):
         whiteout_format: str,
         trusted_compressed_digest: str | None = None,
         trusted_uncompressed_digest: str | None = None,
+        force_mask: int | None = None,
+        ignore_chown_errors: bool = False,
     ) -> ApplyResult:
         """Apply a layer blob to ``destination`` and record its tar-split (docs/apply.md).
 
         Decompresses, digests, walks and extracts in one pass; writes ``tar_split_path`` (under
         its temporary name first) only when the whole blob was applied. Raises InvalidLayerData
-        for bad input, TypeError or ValueError for bad arguments.
+        for bad input, TypeError or ValueError for bad arguments. ``force_mask`` and
+        ``ignore_chown_errors`` are containers/storage's options of those names
+        (docs/rootless.md).
         """
         return self._apply_layer(
             ApplyRequest(
@@ -192,6 +221,8 @@ class Engine(ABC):
                 trusted_uncompressed_digest=check_trusted_digest(
                     trusted_uncompressed_digest, "uncompressed"
                 ),
+                force_mask=check_force_mask(force_mask),
+                ignore_chown_errors=bool(ignore_chown_errors),
             )
         )
 

@@ -30,6 +30,8 @@ class NativeEngine(Engine):
             request.whiteout_format,
             request.trusted_compressed_digest,
             request.trusted_uncompressed_digest,
+            request.force_mask,
+            request.ignore_chown_errors,
         )
         return ApplyResult(
             compressed_digest=applied.compressed_digest,

@@ -40,7 +40,14 @@ from typing import (
 from .. import gojson
 from ..atomic import write_atomic
 from ..drivers import Driver, choose_driver, existing_drivers, open_driver, remove_tree
-from ..engines import ApplyResult, DiffSource, Engine, check_diff_compression, select_engine
+from ..engines import (
+    ApplyResult,
+    DiffSource,
+    Engine,
+    check_diff_compression,
+    check_force_mask,
+    select_engine,
+)
 from ..errors import (
     BigDataUnknown,
     DuplicateID,
@@ -225,6 +232,23 @@ def _owner(path: str) -> str:
         return "unknown"
 
 
+def parse_force_mask(value: int | str | None) -> int | None:
+    """A ``force_mask`` as a mode: ``"private"`` is 0700, ``"shared"`` 0755, other strings are
+    octal (as containers/storage's overlay driver reads storage.conf); ValueError otherwise."""
+    if isinstance(value, str):
+        named = {"private": 0o700, "shared": 0o755}
+        if value in named:
+            value = named[value]
+        else:
+            try:
+                value = int(value, 8)
+            except ValueError:
+                raise ValueError(
+                    f"force_mask {value!r} is not private, shared or an octal mode"
+                ) from None
+    return check_force_mask(value)
+
+
 def _with_contents(layer: Layer, contents: Layer | ApplyResult) -> Layer:
     """``layer`` described as holding the files of ``contents``: a template layer's, or those
     an apply just wrote."""
@@ -252,6 +276,14 @@ class LayerStore(ImageMethods):
     ``"overlay"`` or ``"vfs"``; by default the store's existing driver, else overlay where the
     kernel offers it. ``engine`` is ``"native"`` or ``"pure"`` (default: ``LAYERSTORE_ENGINE``,
     else native). A store opened ``read_only`` takes shared locks only and refuses mutations.
+
+    ``force_mask`` and ``ignore_chown_errors`` are containers/storage's options of those names,
+    for stores kept without root (docs/rootless.md): with ``force_mask`` (an octal mode such as
+    ``0o700``, or ``"private"``/``"shared"``/``"0755"`` as storage.conf spells it) applied files
+    and directories get that mode, nothing is chowned, and each file's owner, mode and device
+    numbers from the tar are kept in the ``user.containers.override_stat`` xattr, which
+    changes and diffs read; ``ignore_chown_errors`` leaves owners that cannot be set as they
+    are. Neither is recorded in the store: open it with the same options every time.
     """
 
     def __init__(
@@ -261,7 +293,12 @@ class LayerStore(ImageMethods):
         driver: str | None = None,
         read_only: bool = False,
         engine: str | Engine | None = None,
+        *,
+        force_mask: int | str | None = None,
+        ignore_chown_errors: bool = False,
     ) -> None:
+        self.force_mask = parse_force_mask(force_mask)
+        self.ignore_chown_errors = bool(ignore_chown_errors)
         self.root = os.path.abspath(os.fspath(root))
         if run_root is None:
             run_root = default_run_root(root=self.root) or os.path.join(self.root, "run")
@@ -280,6 +317,13 @@ class LayerStore(ImageMethods):
                 stacklevel=2,
             )
         self.driver: Driver = open_driver(driver_name, self.root, self.engine)
+        if self.force_mask is not None and not self.driver.supports_force_mask:
+            raise NotSupported(
+                f"force_mask is not supported with the {driver_name} driver yet "
+                "(containers/storage needs a mount program such as fuse-overlayfs for it): "
+                "use the vfs driver"
+            )
+        self.driver.override_stat = self.force_mask is not None
         self.layers_dir = os.path.join(self.root, f"{driver_name}-layers")
         self.mounts_dir = os.path.join(self.run_root, f"{driver_name}-layers")
         self._index = LayerIndex()
@@ -1013,6 +1057,8 @@ class LayerStore(ImageMethods):
             whiteout_format=self.driver.whiteout_format,
             trusted_compressed_digest=compressed_digest,
             trusted_uncompressed_digest=uncompressed_digest,
+            force_mask=self.force_mask,
+            ignore_chown_errors=self.ignore_chown_errors,
         )
         fault("put:staged")
         return result
@@ -1247,6 +1293,8 @@ class LayerStore(ImageMethods):
             whiteout_format=self.driver.whiteout_format,
             trusted_compressed_digest=compressed_digest,
             trusted_uncompressed_digest=uncompressed_digest,
+            force_mask=self.force_mask,
+            ignore_chown_errors=self.ignore_chown_errors,
         )
         applied = _with_contents(layer, result)
         fault("put:applied")

@@ -76,7 +76,12 @@ def apply_layer(request: ApplyRequest) -> ApplyResult:
     """See docs/apply.md: the contract both engines implement (arguments checked by Engine)."""
     trusted_compressed_digest = request.trusted_compressed_digest
     trusted_uncompressed_digest = request.trusted_uncompressed_digest
-    extractor = Extractor(request.destination, request.whiteout_format)
+    extractor = Extractor(
+        request.destination,
+        request.whiteout_format,
+        force_mask=request.force_mask,
+        ignore_chown_errors=request.ignore_chown_errors,
+    )
     readable, handle = _open_source(request.source)
     writer: TarSplitWriter | None = None
     try:

@@ -15,6 +15,7 @@ import shutil
 import stat
 from collections.abc import Iterable
 
+from ...drivers.override import OVERRIDE_XATTR, format_override
 from ...errors import InvalidLayerData
 from .. import WhiteoutFormat
 from .confine import DIRECTORY_FLAGS as _DIR_FLAGS
@@ -45,11 +46,37 @@ _BAD_XATTR_ERRNOS = frozenset({errno.ERANGE, errno.E2BIG, errno.EINVAL})
 _MIN_TIME, _MAX_TIME = -(1 << 63), (1 << 63) - 1  # nanoseconds in a signed 64-bit integer
 
 
-class Extractor:
-    """Applies entries to ``root``; ``whiteout_format`` is ``"overlay"`` or ``"vfs"``."""
+_TYPE_MODES = {
+    TYPE_CHAR: stat.S_IFCHR,
+    TYPE_BLOCK: stat.S_IFBLK,
+    TYPE_FIFO: stat.S_IFIFO,
+    TYPE_DIRECTORY: stat.S_IFDIR,
+}
+_DEFAULT_ROOT_OVERRIDE = format_override(0, 0, stat.S_IFDIR | 0o755).encode()  # Go: no root entry
 
-    def __init__(self, root: str, whiteout_format: WhiteoutFormat) -> None:
+
+class Extractor:
+    """Applies entries to ``root``; ``whiteout_format`` is ``"overlay"`` or ``"vfs"``.
+
+    ``force_mask`` (containers/storage's option, docs/rootless.md): regular files and
+    directories get that mode, devices and fifos become empty regular files, nothing is
+    chowned, and each file's owner, mode and device numbers from the tar are recorded in
+    ``user.containers.override_stat``. ``ignore_chown_errors``: owners that cannot be set are
+    left as they are, even for root.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        whiteout_format: WhiteoutFormat,
+        *,
+        force_mask: int | None = None,
+        ignore_chown_errors: bool = False,
+    ) -> None:
         self._overlay = whiteout_format == "overlay"
+        self._force_mask = force_mask
+        self._ignore_chown_errors = ignore_chown_errors
+        self._root_override: bytes | None = None  # the root entry's, under force_mask
         self._root_fd = os.open(root, _DIR_FLAGS)
         self._privileged = os.geteuid() == 0
         self._opaque_xattr = "trusted.overlay.opaque" if self._privileged else "user.overlay.opaque"
@@ -163,6 +190,8 @@ class Extractor:
         parent_fd = self._directory(parts[:-1], create=True)
         assert parent_fd is not None
         kind = entry.typeflag
+        if self._force_mask is not None and kind in (TYPE_CHAR, TYPE_BLOCK, TYPE_FIFO):
+            kind = ord("0")  # stored as an empty regular file; the xattr says what it is
         try:
             existing = os.stat(base, dir_fd=parent_fd, follow_symlinks=False)
         except FileNotFoundError:
@@ -180,7 +209,8 @@ class Extractor:
         elif kind == TYPE_SYMLINK:
             os.symlink(entry.linkname, base, dir_fd=parent_fd)
             self.size += len(entry.linkname)
-            self._chown(parent_fd, base, entry)
+            if self._force_mask is None:
+                self._chown(parent_fd, base, entry)
             self._set_times(parent_fd, base, entry)
         elif kind == TYPE_HARDLINK:
             self._hardlink(parent_fd, base, entry)
@@ -199,7 +229,9 @@ class Extractor:
             return  # Go's Unpack skips the root entry; UnpackLayer merges a root directory
         self._fchown(self._root_fd, entry)
         self._set_xattrs_fd(self._root_fd, entry)
-        self._deferred_dirs.append(((), entry.mode & 0o7777, *self._times(entry)))
+        if self._force_mask is not None:
+            self._root_override = self._override(entry)
+        self._deferred_dirs.append(((), self._mode(entry), *self._times(entry)))
 
     def _regular_file(
         self, parent_fd: int, base: bytes, entry: TarEntry, content: Iterable[bytes]
@@ -212,8 +244,9 @@ class Extractor:
                 while view:
                     view = view[os.write(fd, view) :]
             self._fchown(fd, entry)
-            os.fchmod(fd, entry.mode & 0o7777)
+            os.fchmod(fd, self._mode(entry))
             self._set_xattrs_fd(fd, entry)
+            self._set_override_fd(fd, entry)
             os.utime(fd, ns=self._times(entry))
             self.size += os.fstat(fd).st_size
         finally:
@@ -230,9 +263,10 @@ class Extractor:
             if not exists:
                 os.fchmod(fd, 0o700)  # writable while the archive fills it, whatever the umask
             self._set_xattrs_fd(fd, entry)
+            self._set_override_fd(fd, entry)
         finally:
             os.close(fd)
-        self._deferred_dirs.append((parts, entry.mode & 0o7777, *self._times(entry)))
+        self._deferred_dirs.append((parts, self._mode(entry), *self._times(entry)))
 
     def _hardlink(self, parent_fd: int, base: bytes, entry: TarEntry) -> None:
         target = confine(entry.linkname, "hard link target")
@@ -265,7 +299,8 @@ class Extractor:
             self._chown(parent_fd, base, entry)
             return  # a hard link to a symlink: as Go, no mode or times through it
         self._chown(parent_fd, base, entry)
-        os.chmod(base, entry.mode & 0o7777, dir_fd=parent_fd)
+        # Under force_mask the link's inode keeps its target's override xattr, as in Go.
+        os.chmod(base, self._mode(entry), dir_fd=parent_fd)
         self._set_xattrs_path(parent_fd, base, entry)
         os.utime(base, ns=self._times(entry), dir_fd=parent_fd, follow_symlinks=False)
 
@@ -344,18 +379,42 @@ class Extractor:
         atime = entry.atime_ns
         return (mtime if atime is None or atime < mtime else atime), mtime
 
+    def _mode(self, entry: TarEntry) -> int:
+        """The mode an entry gets on disk: its own, or the force mask."""
+        return entry.mode & 0o7777 if self._force_mask is None else self._force_mask
+
+    @staticmethod
+    def _override(entry: TarEntry) -> bytes:
+        kind = _TYPE_MODES.get(entry.typeflag, stat.S_IFREG)
+        value = format_override(
+            entry.uid, entry.gid, kind | entry.mode & 0o7777, entry.devmajor, entry.devminor
+        )
+        return value.encode()
+
+    def _set_override_fd(self, fd: int, entry: TarEntry) -> None:
+        """Record the tar's owner, mode and device numbers (force_mask only)."""
+        if self._force_mask is not None:
+            os.setxattr(fd, OVERRIDE_XATTR, self._override(entry))
+
     def _chown_failed(self, exc: OSError) -> None:
         # Without privileges the files stay ours, as the vfs driver needs to work rootless.
-        if self._privileged or exc.errno not in (errno.EPERM, errno.EINVAL):
+        if (self._privileged and not self._ignore_chown_errors) or exc.errno not in (
+            errno.EPERM,
+            errno.EINVAL,
+        ):
             raise exc
 
     def _fchown(self, fd: int, entry: TarEntry) -> None:
+        if self._force_mask is not None:
+            return  # Go turns chown off under force_mask: the xattr has the owner
         try:
             os.fchown(fd, entry.uid, entry.gid)
         except OSError as exc:
             self._chown_failed(exc)
 
     def _chown(self, parent_fd: int, base: bytes, entry: TarEntry) -> None:
+        if self._force_mask is not None:
+            return
         try:
             os.chown(base, entry.uid, entry.gid, dir_fd=parent_fd, follow_symlinks=False)
         except OSError as exc:
@@ -402,6 +461,10 @@ class Extractor:
     def finish(self) -> None:
         """Give directories their modes and times, in archive order, after all content."""
         self._give_back_root_mode()  # first: a root entry's own mode (vfs) comes after it
+        if self._force_mask is not None:
+            # Go records the layer root too: the root entry's values, else 0:0:0755.
+            value = self._root_override or _DEFAULT_ROOT_OVERRIDE
+            os.setxattr(self._root_fd, OVERRIDE_XATTR, value)
         for parts, mode, atime, mtime in self._deferred_dirs:
             if not parts:
                 os.fchmod(self._root_fd, mode)
