@@ -142,11 +142,13 @@ fn finish_metadata(from: &Path, to: &Path, metadata: &fs::Metadata) -> Result<()
     )
     .or_else(|errno| ignore_when_unprivileged(errno, metadata))
     .at(to)?;
+    // Before the mode: a user.* xattr needs write permission, which a 0555 or 0000 mode takes
+    // away even from the owner.
+    copy_xattrs(from, to, is_symlink)?;
     if !is_symlink {
         // After chown, which clears setuid and setgid bits.
         fs::set_permissions(to, fs::Permissions::from_mode(metadata.mode() & 0o7777)).at(to)?;
     }
-    copy_xattrs(from, to, is_symlink)?;
     let atime = TimeSpec::new(metadata.atime(), metadata.atime_nsec());
     let mtime = TimeSpec::new(metadata.mtime(), metadata.mtime_nsec());
     utimensat(

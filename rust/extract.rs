@@ -868,10 +868,9 @@ impl Extractor {
     /// Apply the directories' modes and times, in archive order; the bytes the layer added.
     pub fn finish(mut self) -> Result<u64> {
         self.invalidate();
-        // First: a root entry's own mode (vfs) comes after it.
-        self.give_back_root_mode()?;
         if self.force_mask.is_some() {
-            // Go records the layer root too: the root entry's values, else 0:0:0755.
+            // Go records the layer root too: the root entry's values, else 0:0:0755; before
+            // the root's mode is given back, as a user xattr needs write permission.
             let value = self
                 .root_override
                 .take()
@@ -881,6 +880,8 @@ impl Extractor {
                 .set_xattr(crate::overrides::NAME, value.as_bytes())
                 .at(&self.path_of(b"."))?;
         }
+        // First: a root entry's own mode (vfs) comes after it.
+        self.give_back_root_mode()?;
         let dirs = std::mem::take(&mut self.dirs);
         for deferred in &dirs {
             let path = self.path_of(&deferred.path);

@@ -167,19 +167,29 @@ class Driver(ABC):
     def _view_or_empty(self, layer_id: str) -> TreeView:
         from .changes import DirectoryView
 
-        return self.view(layer_id) if layer_id else DirectoryView(None)
+        return self._honoured(self.view(layer_id)) if layer_id else DirectoryView(None)
+
+    def _honoured(self, view: TreeView) -> TreeView:
+        """``view`` showing recorded owners and modes when the store uses force_mask."""
+        if not self.override_stat:
+            return view
+        from .changes import OverrideView
+
+        return OverrideView(view)
 
     def changes(self, layer_id: str, from_id: str, from_is_parent: bool) -> list[Change]:
         """What changed from layer ``from_id`` ("" for an empty tree) to ``layer_id``."""
         from .changes import compare_trees
 
-        return compare_trees(self._view_or_empty(from_id), self.view(layer_id))
+        return compare_trees(self._view_or_empty(from_id), self._honoured(self.view(layer_id)))
 
     def diff_size(self, layer_id: str, from_id: str, from_is_parent: bool) -> int:
         """Bytes of the files added or modified from ``from_id`` to ``layer_id``."""
         from .changes import changes_size
 
-        return changes_size(self.view(layer_id), self.changes(layer_id, from_id, from_is_parent))
+        return changes_size(
+            self._honoured(self.view(layer_id)), self.changes(layer_id, from_id, from_is_parent)
+        )
 
     def diff_entries(
         self, layer_id: str, from_id: str, from_is_parent: bool

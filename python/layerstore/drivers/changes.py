@@ -83,6 +83,45 @@ class DirectoryView:
         return os.path.join(self.root, path)
 
 
+class OverrideView:
+    """A view whose entries show the owner, mode and device numbers their
+    ``user.containers.override_stat`` records (a store with ``force_mask``), as
+    containers/storage's readers and fuse-overlayfs show them; entries without it show their
+    ``lstat``."""
+
+    def __init__(self, inner: TreeView) -> None:
+        self.inner = inner
+
+    def lstat(self, path: str) -> os.stat_result | None:
+        found = self.inner.lstat(path)
+        if found is None or stat.S_ISLNK(found.st_mode):
+            return found
+        from .override import read_override
+
+        recorded = read_override(self.inner.real_path(path))
+        if recorded is None:
+            return found
+        kind = stat.S_IFMT(recorded.mode)
+        fields = list(found)
+        fields[stat.ST_MODE] = recorded.mode
+        fields[stat.ST_UID], fields[stat.ST_GID] = recorded.uid, recorded.gid
+        if kind in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO):
+            fields[stat.ST_SIZE] = 0
+        # st_rdev is not one of the 10 fields a stat_result is built from: pass it by name.
+        extra = {
+            name: getattr(found, name)
+            for name in ("st_atime_ns", "st_mtime_ns", "st_ctime_ns", "st_blocks", "st_blksize")
+        }
+        extra["st_rdev"] = recorded.device if kind in (stat.S_IFCHR, stat.S_IFBLK) else 0
+        return os.stat_result(tuple(fields), extra)
+
+    def listdir(self, path: str) -> list[str]:
+        return self.inner.listdir(path)
+
+    def real_path(self, path: str) -> str:
+        return self.inner.real_path(path)
+
+
 def _join(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
 

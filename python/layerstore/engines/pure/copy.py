@@ -104,9 +104,11 @@ def _finish_metadata(source: str, destination: str, source_stat: os.stat_result)
         # Without privileges a copy keeps the caller as owner, as `cp -a` does.
         if os.geteuid() == 0 and source_stat.st_uid != os.geteuid():
             raise
+    # Before the mode: a user.* xattr needs write permission, which a 0555 or 0000 mode takes
+    # away even from the owner.
+    _copy_xattrs(source, destination, is_symlink)
     if not is_symlink:
         os.chmod(destination, stat.S_IMODE(source_stat.st_mode))  # after chown clears setuid
-    _copy_xattrs(source, destination, is_symlink)
     os.utime(
         destination,
         ns=(source_stat.st_atime_ns, source_stat.st_mtime_ns),

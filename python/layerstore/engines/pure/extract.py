@@ -460,11 +460,12 @@ class Extractor:
 
     def finish(self) -> None:
         """Give directories their modes and times, in archive order, after all content."""
-        self._give_back_root_mode()  # first: a root entry's own mode (vfs) comes after it
         if self._force_mask is not None:
-            # Go records the layer root too: the root entry's values, else 0:0:0755.
+            # Go records the layer root too: the root entry's values, else 0:0:0755. Before
+            # the root's mode is given back: a user xattr needs write permission.
             value = self._root_override or _DEFAULT_ROOT_OVERRIDE
             os.setxattr(self._root_fd, OVERRIDE_XATTR, value)
+        self._give_back_root_mode()  # first: a root entry's own mode (vfs) comes after it
         for parts, mode, atime, mtime in self._deferred_dirs:
             if not parts:
                 os.fchmod(self._root_fd, mode)
