@@ -292,3 +292,13 @@ def test_unprivileged_store_matches_a_root_store(
         tree = Path(report["dirs"][0])
         assert (tree / "home/user/notes").stat().st_uid == report["uid"]
         assert not (tree / "dev/null").exists()
+
+
+def test_the_store_owner_is_not_told_to_be_another_user() -> None:
+    from layerstore.cli.common import os_error
+
+    denied = PermissionError(13, "Permission denied", "/store/vfs/dir/x/etc/locked")
+    assert "run as a user who may write the store" in os_error(denied)
+    message = os_error(denied, owner=True)
+    assert "run as a user" not in message
+    assert "--force-mask" in message

@@ -108,6 +108,22 @@ def _add_global_options(parser: argparse.ArgumentParser, *, after_verb: bool) ->
         help=shown("open the store read-only: shared locks only, changes refused"),
     )
     parser.add_argument(
+        "--force-mask",
+        metavar="MODE",
+        default=unset,
+        help=shown(
+            "keep files with this mode (private = 0700, shared = 0755, or octal) and their "
+            "owners and modes in the user.containers.override_stat xattr, as containers/storage "
+            "does without root (vfs; docs/rootless.md)"
+        ),
+    )
+    parser.add_argument(
+        "--ignore-chown-errors",
+        action="store_true",
+        default=unset_flag,
+        help=shown("leave owners that cannot be set as they are (containers/storage's option)"),
+    )
+    parser.add_argument(
         "--debug",
         action="store_true",
         default=unset_flag,
@@ -127,8 +143,8 @@ class _Unbuilt(argparse.ArgumentParser):
         return self._dropped
 
 
-_GLOBAL_FLAGS = frozenset(("--read-only", "--debug"))
-_GLOBAL_OPTIONS = ("--root", "--run-root", "--driver", "--engine")
+_GLOBAL_FLAGS = frozenset(("--read-only", "--debug", "--ignore-chown-errors"))
+_GLOBAL_OPTIONS = ("--root", "--run-root", "--driver", "--engine", "--force-mask")
 _GLOBAL_ASSIGNED = tuple(f"{option}=" for option in _GLOBAL_OPTIONS)
 
 
@@ -479,8 +495,18 @@ def describe(exc: BaseException, arguments: argparse.Namespace, store: LayerStor
     if isinstance(exc, LayerStoreError | ValueError | TypeError):
         return str(exc)
     if isinstance(exc, OSError):
-        return os_error(exc)
+        return os_error(exc, owner=_owns_store(store))
     return f"unexpected {type(exc).__name__}: {exc} (run again with --debug for the traceback)"
+
+
+def _owns_store(store: LayerStore | None) -> bool:
+    """Whether this user owns the store's root (and so needs no other user to write it)."""
+    if store is None or os.geteuid() == 0:
+        return False
+    try:
+        return os.stat(store.root).st_uid == os.geteuid()
+    except OSError:
+        return False
 
 
 def _warn_in_one_line() -> None:
@@ -511,6 +537,8 @@ def _open_store(arguments: argparse.Namespace) -> LayerStore:
             driver=arguments.driver,
             read_only=arguments.read_only,
             engine=arguments.engine,
+            force_mask=getattr(arguments, "force_mask", None),
+            ignore_chown_errors=bool(getattr(arguments, "ignore_chown_errors", False)),
         )
     except OSError as exc:
         raise CommandError(f"cannot open the store at {root!r}: {os_error(exc)}") from None

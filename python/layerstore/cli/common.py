@@ -53,10 +53,13 @@ def one_line(text: str) -> str:
     return " ".join(text.splitlines()) or "unknown error"
 
 
-def os_error(exc: OSError, subject: str | None = None, *, reading: bool = False) -> str:
+def os_error(
+    exc: OSError, subject: str | None = None, *, reading: bool = False, owner: bool = False
+) -> str:
     """An OSError as one sentence naming the file (``subject`` if given), and what to do.
 
     ``reading``: the file is an input named on the command line, not part of the store.
+    ``owner``: the caller owns the store, so another user is not the answer.
     """
     name = subject if subject is not None else exc.filename
     reason = exc.strerror or str(exc)
@@ -65,6 +68,12 @@ def os_error(exc: OSError, subject: str | None = None, *, reading: bool = False)
         return f"{text}: check the path"
     if reading and exc.errno in (errno.EACCES, errno.EPERM):
         return f"{text}: check the file's permissions"
+    if owner and exc.errno in (errno.EACCES, errno.EPERM):
+        return (
+            f"{text}: the store is yours, but a file's own mode (a mode-000 file or directory "
+            "in a layer) shuts you out; layers imported with --force-mask private keep their "
+            "files readable (docs/rootless.md)"
+        )
     if exc.errno in (errno.EACCES, errno.EPERM):
         return f"{text}: run as a user who may write the store, or add --read-only to only read it"
     if exc.errno == errno.EROFS:
