@@ -249,10 +249,12 @@ mod _native {
     /// in the order written (`source` where its metadata and bytes are read, `None` for an
     /// empty whiteout file), compressed with `compression` (0 none, 2 gzip, 4 zstd).
     #[pyfunction]
+    #[pyo3(signature = (entries, compression, override_stat = false))]
     fn open_tree_diff(
         py: Python<'_>,
         entries: Vec<(PyBackedBytes, Option<PyBackedBytes>)>,
         compression: i64,
+        override_stat: bool,
     ) -> PyResult<DiffReader> {
         let compression = DiffCompression::from_code(compression)?;
         let entries = entries
@@ -263,7 +265,10 @@ mod _native {
             })
             .collect();
         let stream = detached(py, "open_tree_diff", || {
-            DiffStream::of_tree(TreeTar::new(entries), compression)
+            DiffStream::of_tree(
+                TreeTar::new(entries).with_override_stat(override_stat),
+                compression,
+            )
         })?;
         Ok(DiffReader::new(stream))
     }

@@ -14,7 +14,7 @@ use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use tar::{EntryType, Header};
@@ -58,6 +58,9 @@ pub struct TreeTar {
     pending_at: usize,
     file: Option<OpenFile>,
     ended: bool,
+    /// Owners, modes, types and devices come from `user.containers.override_stat` where a
+    /// file has it (a store with `force_mask`, docs/rootless.md); the xattr stays out of the tar.
+    override_stat: bool,
 }
 
 impl TreeTar {
@@ -71,7 +74,15 @@ impl TreeTar {
             pending_at: 0,
             file: None,
             ended: false,
+            override_stat: false,
         }
+    }
+
+    /// The same tar, with metadata read through `user.containers.override_stat`.
+    #[must_use]
+    pub fn with_override_stat(mut self, override_stat: bool) -> Self {
+        self.override_stat = override_stat;
+        self
     }
 
     /// Fill `buffer` with the next bytes of the tar; fewer only at its end (0 after it).
@@ -131,12 +142,32 @@ impl TreeTar {
             return Ok(());
         };
         let metadata = fs::symlink_metadata(&path).at(&path)?;
-        let file_type = metadata.file_type();
         let mut member = Member::of(entry.name, &metadata);
         member.xattrs = read_xattrs(&path)?;
+        let mut st_mode = metadata.mode();
+        let mut rdev = metadata.rdev();
+        if self.override_stat && !metadata.file_type().is_symlink() {
+            let recorded = member
+                .xattrs
+                .iter()
+                .position(|(name, _)| name.as_slice() == crate::overrides::NAME.to_bytes());
+            if let Some(index) = recorded {
+                let (_, value) = member.xattrs.remove(index);
+                if let Some(stat) = crate::overrides::parse(&value) {
+                    member.uid = u64::from(stat.uid);
+                    member.gid = u64::from(stat.gid);
+                    member.mode = stat.mode & 0o7777;
+                    if stat.typed {
+                        st_mode = stat.mode;
+                        rdev = nix::sys::stat::makedev(stat.major.into(), stat.minor.into());
+                    }
+                }
+            }
+        }
+        let file_type = st_mode & libc::S_IFMT;
         let key = (metadata.dev(), metadata.ino());
         let mut content = false;
-        if file_type.is_file() {
+        if file_type == libc::S_IFREG {
             match self.links.get(&key) {
                 Some(first) if metadata.nlink() > 1 => {
                     member.kind = EntryType::Link;
@@ -151,23 +182,20 @@ impl TreeTar {
                     content = true;
                 }
             }
-        } else if file_type.is_dir() {
+        } else if file_type == libc::S_IFDIR {
             member.kind = EntryType::Directory;
             member.name.push(b'/');
-        } else if file_type.is_symlink() {
+        } else if file_type == libc::S_IFLNK {
             member.kind = EntryType::Symlink;
             member.link_name = fs::read_link(&path).at(&path)?.into_os_string().into_vec();
-        } else if file_type.is_char_device() || file_type.is_block_device() {
-            member.kind = if file_type.is_char_device() {
+        } else if file_type == libc::S_IFCHR || file_type == libc::S_IFBLK {
+            member.kind = if file_type == libc::S_IFCHR {
                 EntryType::Char
             } else {
                 EntryType::Block
             };
-            member.device = Some((
-                nix::sys::stat::major(metadata.rdev()),
-                nix::sys::stat::minor(metadata.rdev()),
-            ));
-        } else if file_type.is_fifo() {
+            member.device = Some((nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev)));
+        } else if file_type == libc::S_IFIFO {
             member.kind = EntryType::Fifo;
         } else {
             return Ok(()); // sockets do not go into layers

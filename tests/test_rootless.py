@@ -302,3 +302,35 @@ def test_the_store_owner_is_not_told_to_be_another_user() -> None:
     message = os_error(denied, owner=True)
     assert "run as a user" not in message
     assert "--force-mask" in message
+
+
+def _members(data: bytes) -> list[tuple[object, ...]]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return [
+            (m.name, m.type, m.mode, m.uid, m.gid, m.size, m.linkname, m.devmajor, m.devminor,
+             m.mtime, sorted(m.pax_headers.items()))
+            for m in tar
+        ]  # fmt: skip
+
+
+def test_tree_diff_reads_the_override_xattr(tmp_path: Path, engine: Engine) -> None:
+    """A diff built from the trees (against a grandparent: no tar-split to use) shows owners,
+    modes and devices as the tar says, without the xattr, as a root store's does."""
+    base, child = multi_owner_layer(), owner_change_layer()
+    diffs = []
+    for label, options in (("masked", {"force_mask": 0o700}), ("plain", {})):
+        with LayerStore(tmp_path / label, driver="vfs", engine=engine, **options) as store:
+            first, _ = store.put(base)
+            second, _ = store.put(child, parent=first.id)
+            third = store.create(parent=second.id)
+            with store.diff(third.id, from_=first.id, compression="none") as stream:
+                diffs.append(_members(stream.read()))
+            empty = store.create()  # against another layer than the parent: from the trees
+            with store.diff(first.id, from_=empty.id, compression="none") as stream:
+                whole = _members(stream.read())
+            assert not any(OVERRIDE_XATTR in str(member[-1]) for member in whole)
+            diffs.append(whole)
+    assert diffs[0] == diffs[2]
+    assert diffs[1] == diffs[3]
+    assert any(member[0] == "dev/sda" and member[7:9] == (8, 0) for member in diffs[1])
+    assert ("etc/shadow", tarfile.REGTYPE, 0, 0, 0) in [member[:5] for member in diffs[1]]

@@ -244,20 +244,26 @@ class Engine(ABC):
         self, tar_split_path: str, layer_dir: str, compression: Compression
     ) -> BinaryIO: ...
 
-    def open_tree_diff(self, entries: Iterable[TreeEntry], compression: Compression) -> BinaryIO:
+    def open_tree_diff(
+        self, entries: Iterable[TreeEntry], compression: Compression, override_stat: bool = False
+    ) -> BinaryIO:
         """The tar of ``entries``, in the order given (docs/diff.md, "Diffs built from the
         trees"): for each, a header from its ``lstat``, its extended attributes and link target,
         and a regular file's bytes; inodes met again become hard links to their first name.
 
         Streams; ``compression`` is NONE, GZIP or ZSTD (else NotSupported). A file that cannot
         be read raises OSError naming it. The native engine takes the whole list first; the
-        pure one reads ``entries`` as it goes.
+        pure one reads ``entries`` as it goes. ``override_stat``: owners, modes, types and
+        device numbers come from ``user.containers.override_stat`` where a file has it (a store
+        with force_mask), and that xattr is left out of the tar.
         """
-        return self._open_tree_diff(entries, check_diff_compression(compression))
+        return self._open_tree_diff(
+            entries, check_diff_compression(compression), bool(override_stat)
+        )
 
     @abstractmethod
     def _open_tree_diff(
-        self, entries: Iterable[TreeEntry], compression: Compression
+        self, entries: Iterable[TreeEntry], compression: Compression, override_stat: bool
     ) -> BinaryIO: ...
 
     @abstractmethod

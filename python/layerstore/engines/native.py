@@ -47,12 +47,14 @@ class NativeEngine(Engine):
     def _open_diff(self, tar_split_path: str, layer_dir: str, compression: Compression) -> BinaryIO:
         return cast(BinaryIO, _native.open_diff(tar_split_path, layer_dir, int(compression)))
 
-    def _open_tree_diff(self, entries: Iterable[TreeEntry], compression: Compression) -> BinaryIO:
+    def _open_tree_diff(
+        self, entries: Iterable[TreeEntry], compression: Compression, override_stat: bool
+    ) -> BinaryIO:
         members = [
             (os.fsencode(name), None if path is None else os.fsencode(path))
             for name, path in entries
         ]
-        return cast(BinaryIO, _native.open_tree_diff(members, int(compression)))
+        return cast(BinaryIO, _native.open_tree_diff(members, int(compression), override_stat))
 
     def mount_overlay(
         self,

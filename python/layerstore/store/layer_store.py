@@ -868,7 +868,9 @@ class LayerStore(ImageMethods):
                 stream = self.engine.open_diff(tar_split, self.driver.layer_dir(layer.id), wanted)
                 return cast(BinaryIO, _HeldStream(stream, holding))
             entries = self.driver.diff_entries(layer.id, from_id, from_is_parent)
-            stream = self.engine.open_tree_diff(entries, wanted)
+            stream = self.engine.open_tree_diff(
+                entries, wanted, override_stat=self.driver.override_stat
+            )
             return cast(BinaryIO, _HeldStream(stream, holding))
         except BaseException:
             holding.close()

@@ -37,8 +37,10 @@ class PureEngine(Engine):
     def _open_diff(self, tar_split_path: str, layer_dir: str, compression: Compression) -> BinaryIO:
         return open_diff(tar_split_path, layer_dir, compression)
 
-    def _open_tree_diff(self, entries: Iterable[TreeEntry], compression: Compression) -> BinaryIO:
-        return reader_of(compressed_chunks(tree_tar(entries), compression))
+    def _open_tree_diff(
+        self, entries: Iterable[TreeEntry], compression: Compression, override_stat: bool
+    ) -> BinaryIO:
+        return reader_of(compressed_chunks(tree_tar(entries, override_stat), compression))
 
     def mount_overlay(
         self,

@@ -9,6 +9,7 @@ import stat
 import tarfile
 from collections.abc import Iterable, Iterator
 
+from ...drivers.override import OVERRIDE_XATTR, parse_override
 from .. import TreeEntry
 
 __all__ = ["tree_tar"]
@@ -41,8 +42,9 @@ def _pax_time(nanoseconds: int) -> str:
 class _TarWriter:
     """Header blocks and contents of a tar stream, without a full copy of any file."""
 
-    def __init__(self) -> None:
+    def __init__(self, override_stat: bool = False) -> None:
         self._links: dict[tuple[int, int], str] = {}
+        self._override_stat = override_stat
 
     @staticmethod
     def _header(info: tarfile.TarInfo) -> bytes:
@@ -56,16 +58,27 @@ class _TarWriter:
 
     def entry(self, name: str, path: str) -> Iterator[bytes]:
         found = os.lstat(path)
-        mode = found.st_mode
+        mode, rdev = found.st_mode, found.st_rdev
         info = tarfile.TarInfo(name)
         info.mode = stat.S_IMODE(mode)
         info.uid, info.gid = found.st_uid, found.st_gid
+        xattrs = _xattrs(path)
+        if self._override_stat and not stat.S_ISLNK(mode):
+            value = xattrs.pop(OVERRIDE_XATTR, None)
+            try:
+                recorded = None if value is None else parse_override(value)
+            except ValueError:
+                recorded = None  # as the native engine: a value Go refuses is not used
+            if recorded is not None:
+                info.uid, info.gid, info.mode = recorded.uid, recorded.gid, recorded.permissions
+                if recorded.typed:
+                    mode, rdev = recorded.mode, recorded.device
         info.uname = info.gname = ""
         info.mtime = found.st_mtime_ns // 1_000_000_000
         pax: dict[str, str] = {}
         if found.st_mtime_ns % 1_000_000_000:
             pax["mtime"] = _pax_time(found.st_mtime_ns)
-        for attribute, value in _xattrs(path).items():
+        for attribute, value in xattrs.items():
             pax["SCHILY.xattr." + attribute] = value.decode("utf-8", "surrogateescape")
         key = (found.st_dev, found.st_ino)
         content = False
@@ -81,8 +94,8 @@ class _TarWriter:
             info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
-            info.devmajor = os.major(found.st_rdev)
-            info.devminor = os.minor(found.st_rdev)
+            info.devmajor = os.major(rdev)
+            info.devminor = os.minor(rdev)
         elif stat.S_ISFIFO(mode):
             info.type = tarfile.FIFOTYPE
         else:
@@ -109,9 +122,10 @@ class _TarWriter:
             yield bytes(BLOCK - found.st_size % BLOCK)
 
 
-def tree_tar(entries: Iterable[TreeEntry]) -> Iterator[bytes]:
-    """The tar of ``entries`` (see :data:`~layerstore.engines.TreeEntry`), in order."""
-    writer = _TarWriter()
+def tree_tar(entries: Iterable[TreeEntry], override_stat: bool = False) -> Iterator[bytes]:
+    """The tar of ``entries`` (see :data:`~layerstore.engines.TreeEntry`), in order;
+    ``override_stat`` as :meth:`~layerstore.engines.Engine.open_tree_diff` says."""
+    writer = _TarWriter(override_stat)
     for name, path in entries:
         if path is None:
             yield writer.whiteout(name)
