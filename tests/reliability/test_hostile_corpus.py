@@ -436,7 +436,10 @@ import json, os, sys
 from layerstore import LayerStore
 from layerstore.engines import select_engine
 
-import layerstore.drivers.vfs  # noqa: F401  (everything imported while root can read it)
+# Everything a put imports is imported while root can still read it: this interpreter lives
+# under /root (mode 0700), and layerstore imports the modules a call needs on first use.
+import base64, filelock, hashlib, secrets, shutil, tempfile  # noqa: E401, F401
+import layerstore.drivers.vfs  # noqa: F401
 
 root, blob, engine_name, uid = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 engine = select_engine(engine_name)
