@@ -402,11 +402,24 @@ def maker_of(name: str) -> str:
 def compare_diff(
     plan: Plan, data: LayerFiles, driver: str, stores: dict[str, tuple[Path, str]]
 ) -> list[Row]:
+    return diff_rows(plan, data, driver, "diff", lambda name: stores[maker_of(name)])
+
+
+def diff_rows(
+    plan: Plan,
+    data: LayerFiles,
+    driver: str,
+    section: str,
+    store_of: Callable[[str], tuple[Path, str]],
+) -> list[Row]:
+    """A row per compression (none, gzip) of ``section``: ``containers-storage diff -u|-c``
+    against layerstore's diff of the layer ``store_of(implementation)`` names (root, id)."""
+    label = "diff" if section == "diff" else "tree diff"
     rows = []
     for compression in ("none", "gzip"):
 
         def measure(name: str, compression: str = compression) -> Outcome:
-            root, layer_id = stores[maker_of(name)]
+            root, layer_id = store_of(name)
             if name == "go":
                 flag = "-u" if compression == "none" else "-c"
                 return run_process(go_command(root, driver, "diff", flag, layer_id), capture=False)
@@ -414,8 +427,8 @@ def compare_diff(
 
         rows.append(
             Row(
-                "diff",
-                f"diff {data.name} {compression} ({driver})",
+                section,
+                f"{label} {data.name} {compression} ({driver})",
                 data.size / 1e6,
                 "MB/s",
                 alternate(plan, plan.names, measure),
@@ -576,25 +589,7 @@ def compare_tree(plan: Plan, data: LayerFiles, driver: str, root: Path, layer_id
             run_process(go_command(root, driver, "layers"))
         else:
             run_process(child_command("layers", root, driver, name))
-    rows = []
-    for compression in ("none", "gzip"):
-
-        def measure(name: str, compression: str = compression) -> Outcome:
-            if name == "go":
-                flag = "-u" if compression == "none" else "-c"
-                return run_process(go_command(root, driver, "diff", flag, layer_id), capture=False)
-            return run_process(child_command("diff", root, driver, name, layer_id, compression))
-
-        rows.append(
-            Row(
-                "tree",
-                f"tree diff {data.name} {compression} ({driver})",
-                data.size / 1e6,
-                "MB/s",
-                alternate(plan, plan.names, measure),
-            )
-        )
-    return rows
+    return diff_rows(plan, data, driver, "tree", lambda name: (root, layer_id))
 
 
 def compare_tree_limits(plan: Plan, data: LayerFiles) -> list[Row]:
