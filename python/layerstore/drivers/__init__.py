@@ -185,21 +185,22 @@ class Driver(ABC):
 
     def diff_size(self, layer_id: str, from_id: str, from_is_parent: bool) -> int:
         """Bytes of the files added or modified from ``from_id`` to ``layer_id``."""
-        from .changes import changes_size
+        from .changes import changes_size, compare_trees
 
-        return changes_size(
-            self._honoured(self.view(layer_id)), self.changes(layer_id, from_id, from_is_parent)
-        )
+        # One view for the comparison and the sizes, so each entry is stat'ed once.
+        view = self._honoured(self.view(layer_id))
+        return changes_size(view, compare_trees(self._view_or_empty(from_id), view))
 
     def diff_entries(
         self, layer_id: str, from_id: str, from_is_parent: bool
     ) -> Iterator[TreeEntry]:
         """The members of the tarball that turns ``from_id`` into ``layer_id``, in order, for
         the engine to write (:meth:`~layerstore.engines.Engine.open_tree_diff`)."""
-        from .changes import entries_of_changes
+        from .changes import compare_trees, entries_of_changes
 
-        changes = self.changes(layer_id, from_id, from_is_parent)
-        return entries_of_changes(self.view(layer_id), changes)
+        view = self.view(layer_id)  # one view for both: each entry is stat'ed once
+        changes = compare_trees(self._view_or_empty(from_id), self._honoured(view))
+        return entries_of_changes(view, changes)
 
 
 def remove_tree(path: str) -> None:

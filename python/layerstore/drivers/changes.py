@@ -59,28 +59,40 @@ class TreeView(Protocol):
 
 
 class DirectoryView:
-    """A plain directory (the vfs driver's layers, or an empty tree when ``root`` is None)."""
+    """A plain directory (the vfs driver's layers, or an empty tree when ``root`` is None).
+
+    It remembers what ``lstat`` found: one diff stats every entry while comparing the trees
+    and again while listing the tar's members, and a view lives for one operation.
+    """
 
     def __init__(self, root: str | None) -> None:
         self.root = root
+        self._stats: dict[str, os.stat_result | None] = {}
 
     def lstat(self, path: str) -> os.stat_result | None:
         if self.root is None:
             return None
         try:
-            return os.lstat(os.path.join(self.root, path))
+            return self._stats[path]
+        except KeyError:
+            pass
+        try:
+            found: os.stat_result | None = os.lstat(self.real_path(path))
         except (FileNotFoundError, NotADirectoryError):
-            return None
+            found = None
+        self._stats[path] = found
+        return found
 
     def listdir(self, path: str) -> list[str]:
         if self.root is None:
             return []
-        return os.listdir(os.path.join(self.root, path))
+        return os.listdir(self.real_path(path))
 
     def real_path(self, path: str) -> str:
         if self.root is None:
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
-        return os.path.join(self.root, path)
+        # Paths here are relative and "/"-separated: a join without os.path.join's checks.
+        return f"{self.root}/{path}" if path else self.root
 
 
 class OverrideView:
