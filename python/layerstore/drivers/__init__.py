@@ -8,6 +8,7 @@ copy of every layer and works anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -19,6 +20,7 @@ from ..engines import Engine, TreeEntry
 from ..errors import LayerStoreError
 from ..layer import IDMap
 from .idmaps import shift_ownership
+from .unlock import Grants, copy_original_modes, unlocked
 
 if TYPE_CHECKING:
     # The naive diff (.changes) is imported by the calls that compare trees, not by every open.
@@ -147,7 +149,15 @@ class Driver(ABC):
         source = self.layer_dir(template_id)
         # The engine copies into a fresh directory: replace the empty one create() made.
         remove_tree(target)
-        self.engine.copy_tree(source, target)
+        with self.unlocked(template_id) as grants:
+            self.engine.copy_tree(source, target)
+            copy_original_modes(grants, target)
+
+    def unlocked(self, layer_id: str) -> contextlib.AbstractContextManager[Grants]:
+        """The layer's own tree readable by the store's owner while the context lasts, even
+        where its modes shut the owner out (``drivers/unlock.py``); yields the modes the
+        grant replaced. Root gets the tree as it is."""
+        return unlocked(self.layer_dir(layer_id), os.path.join(self.home, "unlock"), layer_id)
 
     def orphans(self) -> list[str]:
         """Paths of the driver's own files that no layer accounts for (beyond layer
@@ -177,19 +187,31 @@ class Driver(ABC):
 
         return OverrideView(view)
 
+    def _unlocked_view(self, holding: contextlib.ExitStack, layer_id: str) -> TreeView:
+        """``view(layer_id)``, readable throughout ``holding``, showing the tar's modes."""
+        from .changes import DirectoryView, OriginalModesView
+
+        if not layer_id:
+            return DirectoryView(None)
+        modes = holding.enter_context(self.unlocked(layer_id))
+        view = self.view(layer_id)
+        return self._honoured(OriginalModesView(view, modes) if modes else view)
+
     def changes(self, layer_id: str, from_id: str, from_is_parent: bool) -> list[Change]:
         """What changed from layer ``from_id`` ("" for an empty tree) to ``layer_id``."""
         from .changes import compare_trees
 
-        return compare_trees(self._view_or_empty(from_id), self._honoured(self.view(layer_id)))
+        with contextlib.ExitStack() as holding:
+            old = self._unlocked_view(holding, from_id)
+            return compare_trees(old, self._unlocked_view(holding, layer_id))
 
     def diff_size(self, layer_id: str, from_id: str, from_is_parent: bool) -> int:
         """Bytes of the files added or modified from ``from_id`` to ``layer_id``."""
         from .changes import changes_size
 
-        return changes_size(
-            self._honoured(self.view(layer_id)), self.changes(layer_id, from_id, from_is_parent)
-        )
+        changes = self.changes(layer_id, from_id, from_is_parent)
+        with contextlib.ExitStack() as holding:
+            return changes_size(self._unlocked_view(holding, layer_id), changes)
 
     def diff_entries(
         self, layer_id: str, from_id: str, from_is_parent: bool

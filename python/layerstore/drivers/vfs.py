@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import LayerStoreError, NotSupported
 from . import DEFAULT_LAYER_MODE, Driver, remove_tree
+from .unlock import copy_original_modes
 
 if TYPE_CHECKING:
     from .changes import TreeView
@@ -41,7 +42,11 @@ class VfsDriver(Driver):
 
     def stage(self, directory: str, parent_id: str) -> str:
         if parent_id:
-            self.engine.copy_tree(self._dir(parent_id), directory)
+            # The copy keeps every mode (a mode-000 file stays 000): only the parent's tree is
+            # opened up while it is read, and only without root (drivers/unlock.py).
+            with self.unlocked(parent_id) as grants:
+                self.engine.copy_tree(self._dir(parent_id), directory)
+                copy_original_modes(grants, directory)
         else:
             os.mkdir(directory, DEFAULT_LAYER_MODE)
             os.chmod(directory, DEFAULT_LAYER_MODE)  # not narrowed by the umask

@@ -204,9 +204,12 @@ def _content_problem(store: LayerStore, layer: Layer, tar_split: str) -> Problem
 
     digest = hashlib.sha256()
     try:
-        with store.engine.open_diff(
-            tar_split, store.driver.layer_dir(layer.id), Compression.NONE
-        ) as stream:
+        with (
+            store.driver.unlocked(layer.id),
+            store.engine.open_diff(
+                tar_split, store.driver.layer_dir(layer.id), Compression.NONE
+            ) as stream,
+        ):
             while chunk := stream.read(1 << 20):
                 digest.update(chunk)
     except InvalidLayerData as exc:

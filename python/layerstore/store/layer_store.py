@@ -865,11 +865,21 @@ class LayerStore(ImageMethods):
             )
             tar_split = tar_split_path(self.layers_dir, layer.id)
             if from_is_parent and os.path.exists(tar_split):
+                # Readable by the store's owner until the stream is closed (drivers/unlock.py).
+                holding.enter_context(self.driver.unlocked(layer.id))
                 stream = self.engine.open_diff(tar_split, self.driver.layer_dir(layer.id), wanted)
                 return cast(BinaryIO, _HeldStream(stream, holding))
+            # Both trees readable by the store's owner until the stream is closed; headers take
+            # the modes the tar gave, not the grant's (drivers/unlock.py).
+            if from_id:
+                holding.enter_context(self.driver.unlocked(from_id))
+            modes = holding.enter_context(self.driver.unlocked(layer.id))
             entries = self.driver.diff_entries(layer.id, from_id, from_is_parent)
             stream = self.engine.open_tree_diff(
-                entries, wanted, override_stat=self.driver.override_stat
+                entries,
+                wanted,
+                override_stat=self.driver.override_stat,
+                original_modes=modes,
             )
             return cast(BinaryIO, _HeldStream(stream, holding))
         except BaseException:
