@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -425,3 +426,122 @@ def test_tree_diff_reads_the_override_xattr(tmp_path: Path, engine: Engine) -> N
     assert diffs[1] == diffs[3]
     assert any(member[0] == "dev/sda" and member[7:9] == (8, 0) for member in diffs[1])
     assert ("etc/shadow", tarfile.REGTYPE, 0, 0, 0) in [member[:5] for member in diffs[1]]
+
+
+def _locked_tree(root: Path) -> dict[str, int]:
+    """A tree whose modes shut an unprivileged owner out; returns its modes."""
+    (root / "dir").mkdir(parents=True)
+    (root / "dir" / "inside").write_bytes(b"inside")
+    (root / "secret").write_bytes(b"secret")
+    os.link(root / "secret", root / "again")
+    (root / "secret").chmod(0o000)
+    (root / "write-only").write_bytes(b"w")
+    (root / "write-only").chmod(0o200)
+    (root / "dir").chmod(0o000)
+    return _tree_modes(root)
+
+
+def _as_root_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Root skips the grants (it needs none): pretend to be a user to exercise them."""
+    if os.geteuid() != 0:
+        pytest.skip("the grants are checked by root pretending to be a user")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+
+
+def test_grants_are_shared_and_the_last_reader_restores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from layerstore.drivers.unlock import unlocked
+
+    tree, state = tmp_path / "tree", str(tmp_path / "state")
+    modes = _locked_tree(tree)
+    _as_root_now(monkeypatch)
+    with unlocked(str(tree), state, "layer") as first:
+        assert first[(tree.stat().st_dev, (tree / "secret").stat().st_ino)] == stat.S_IFREG
+        assert stat.S_IMODE((tree / "dir").stat().st_mode) == 0o500
+        assert stat.S_IMODE((tree / "write-only").stat().st_mode) == 0o600
+        # A second reader (another open file description: flock counts it as another process)
+        # shares the grant and sees the same original modes.
+        second = contextlib.ExitStack()
+        assert dict(second.enter_context(unlocked(str(tree), state, "layer"))) == dict(first)
+    with second:
+        # The first reader left: the second still reads.
+        assert stat.S_IMODE((tree / "dir").stat().st_mode) == 0o500
+        assert (tree / "dir" / "inside").read_bytes() == b"inside"
+    assert _tree_modes(tree) == modes
+    assert not (tmp_path / "state" / "layer.modes").exists()
+
+
+_KILLED_READER = r"""
+import os, sys
+os.geteuid = lambda: 1000  # as the store's unprivileged owner (the test runs as root)
+from layerstore.drivers.unlock import unlocked
+with unlocked(sys.argv[1], sys.argv[2], "layer"):
+    os.kill(os.getpid(), 9)
+"""
+
+
+def test_a_killed_readers_grant_is_found_and_put_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from layerstore.drivers.unlock import abandoned, repair, unlocked
+
+    tree, state = tmp_path / "tree", tmp_path / "state"
+    modes = _locked_tree(tree)
+    if os.geteuid() != 0:
+        pytest.skip("the grants are checked by root pretending to be a user")
+    import layerstore
+
+    environment = {**os.environ, "PYTHONPATH": str(Path(layerstore.__file__).parent.parent)}
+
+    def killed_reader() -> None:
+        done = subprocess.run(
+            [sys.executable, "-c", _KILLED_READER, str(tree), str(state)],
+            env=environment,
+            check=False,
+        )
+        assert done.returncode == -9
+        assert _tree_modes(tree) != modes  # left widened: the journal says how to undo it
+
+    killed_reader()
+    assert abandoned(str(state)) == ["layer"]
+    # A torn last line (a reader killed while writing it) is skipped, not misread.
+    with open(state / "layer.modes", "ab") as journal:
+        journal.write(b"0 40500 12")
+    assert repair(str(state), "layer")
+    assert _tree_modes(tree) == modes
+    assert abandoned(str(state)) == []
+    assert not repair(str(state), "layer")
+    # The next reader finds an abandoned grant too, and starts from the tar's modes.
+    killed_reader()
+    _as_root_now(monkeypatch)
+    with unlocked(str(tree), str(state), "layer") as grants:
+        assert grants[(tree.stat().st_dev, (tree / "dir").stat().st_ino)] == stat.S_IFDIR
+    assert _tree_modes(tree) == modes
+
+
+def test_check_reports_and_repair_restores_a_killed_readers_grant(
+    tmp_path: Path, engine: Engine
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the grants are checked by root pretending to be a user")
+    import layerstore
+
+    with LayerStore(tmp_path / "store", driver="vfs", engine=engine) as store:
+        layer, _ = store.put(multi_owner_layer())
+        tree = store.driver.layer_dir(layer.id)
+        state = store.driver.unlock_state
+    modes = _tree_modes(Path(tree))
+    environment = {**os.environ, "PYTHONPATH": str(Path(layerstore.__file__).parent.parent)}
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_READER.replace('"layer"', repr(layer.id)), tree, state],
+        env=environment,
+        check=False,
+    )
+    assert done.returncode == -9
+    assert _tree_modes(Path(tree)) != modes
+    with LayerStore(tmp_path / "store", driver="vfs", engine=engine) as store:
+        assert [problem.kind for problem in store.check(contents=True)] == ["granted-modes"]
+        assert [problem.kind for problem in store.repair()] == ["granted-modes"]
+        assert store.check(contents=True) == []
+    assert _tree_modes(Path(tree)) == modes

@@ -157,7 +157,12 @@ class Driver(ABC):
         """The layer's own tree readable by the store's owner while the context lasts, even
         where its modes shut the owner out (``drivers/unlock.py``); yields the modes the
         grant replaced. Root gets the tree as it is."""
-        return unlocked(self.layer_dir(layer_id), os.path.join(self.home, "unlock"), layer_id)
+        return unlocked(self.layer_dir(layer_id), self.unlock_state, layer_id)
+
+    @property
+    def unlock_state(self) -> str:
+        """Where :meth:`unlocked` keeps its locks and journals (``HOME/unlock``)."""
+        return os.path.join(self.home, "unlock")
 
     def orphans(self) -> list[str]:
         """Paths of the driver's own files that no layer accounts for (beyond layer

@@ -35,7 +35,15 @@ import os
 import stat
 from collections.abc import Iterator, Mapping
 
-__all__ = ["Grants", "ModeMap", "copy_original_modes", "repair", "shows_original_modes", "unlocked"]
+__all__ = [
+    "Grants",
+    "ModeMap",
+    "abandoned",
+    "copy_original_modes",
+    "repair",
+    "shows_original_modes",
+    "unlocked",
+]
 
 ModeMap = Mapping[tuple[int, int], int]
 """The modes (``st_mode``, type bits included) the grant replaced, by (device, inode)."""
@@ -222,30 +230,44 @@ def unlocked(tree: str, state: str, name: str) -> Iterator[Grants]:
         os.close(guard)
 
 
-def repair(state: str) -> list[str]:
-    """Restore the modes of every grant no reader holds any more (left by a killed reader);
-    returns the names repaired."""
+def _abandoned(state: str, name: str, restore: bool) -> bool:
+    """Whether ``name``'s journal is left by killed readers (no reader holds it); with
+    ``restore``, put its modes back."""
+    journal = _Journal(os.path.join(state, f"{name}.modes"))
+    if not os.path.exists(journal.path):
+        return False
+    guard = _open_lock(os.path.join(state, f"{name}.guard"))
+    try:
+        users = _open_lock(os.path.join(state, f"{name}.users"))
+        try:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            if not _try_exclusive(users):
+                return False  # a reader is inside: its grant is live
+            if restore:
+                journal.restore()
+            return True
+        finally:
+            os.close(users)
+    finally:
+        os.close(guard)
+
+
+def abandoned(state: str) -> list[str]:
+    """The names whose grants no reader holds any more (a reader was killed before it put the
+    modes back): their trees show the grant's modes until :func:`repair` or the next reader."""
     try:
         names = sorted(
             entry[: -len(".modes")] for entry in os.listdir(state) if entry.endswith(".modes")
         )
     except FileNotFoundError:
         return []
-    repaired = []
-    for name in names:
-        guard = _open_lock(os.path.join(state, f"{name}.guard"))
-        try:
-            users = _open_lock(os.path.join(state, f"{name}.users"))
-            try:
-                fcntl.flock(guard, fcntl.LOCK_EX)
-                if _try_exclusive(users):
-                    _Journal(os.path.join(state, f"{name}.modes")).restore()
-                    repaired.append(name)
-            finally:
-                os.close(users)
-        finally:
-            os.close(guard)
-    return repaired
+    return [name for name in names if _abandoned(state, name, restore=False)]
+
+
+def repair(state: str, name: str) -> bool:
+    """Put back the modes of ``name``'s abandoned grant; False if there is none (or a reader
+    holds it)."""
+    return _abandoned(state, name, restore=True)
 
 
 def shows_original_modes(found: os.stat_result, modes: ModeMap) -> os.stat_result:

@@ -1431,7 +1431,8 @@ class LayerStore(ImageMethods):
         Orphaned files are removed; layers whose data or parent is missing (or, with
         ``contents``, whose files no longer rebuild their diff) are deleted with the layers
         built on them; big data names without files are dropped; stale mount counts are
-        cleared. A missing tar-split file is reported but left: the layer still works.
+        cleared; modes widened for a reader that was killed are put back (docs/rootless.md).
+        A missing tar-split file is reported but left: the layer still works.
         """
         with self._graph_lock(), self._writing():
             return check.repair_problems(self, contents)
