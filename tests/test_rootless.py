@@ -393,7 +393,7 @@ def test_the_store_owner_is_not_told_to_be_another_user() -> None:
     assert "run as a user who may write the store" in os_error(denied)
     message = os_error(denied, owner=True)
     assert "run as a user" not in message
-    assert "--force-mask" in message
+    assert "layerstore check" in message
 
 
 def _members(data: bytes) -> list[tuple[object, ...]]:
