@@ -165,11 +165,22 @@ def owner_change_layer() -> bytes:
     return buffer.getvalue()
 
 
+def under_locked_layer() -> bytes:
+    """A layer writing below the base's mode-000 and 0100 directories, and listing one again."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        _member(tar, "etc/locked/added", mode=0o640, data=b"added below a mode-000 directory\n")
+        _member(tar, "etc/locked/.wh.inside", mode=0o000)
+        _member(tar, "etc/search-only", tarfile.DIRTYPE, 0o100)
+        _member(tar, "etc/search-only/more", mode=0o000, data=b"more")
+    return buffer.getvalue()
+
+
 # What runs as the unprivileged user: prints JSON for the test to compare with a root store.
 _AS_USER = r"""
 import json, os, sys
 from layerstore import LayerStore
-root, engine, option, base_path, child_path = sys.argv[1:6]
+root, engine, option, base_path, child_path, under_path = sys.argv[1:7]
 options = {"force_mask": "private"} if option == "force_mask" else {"ignore_chown_errors": True}
 LOCKED = ("etc/shadow", "etc/shadow-", "etc/locked", "etc/search-only", "etc/search-only/key",
           "bin/run-only", "var/write-only")
@@ -185,7 +196,7 @@ with LayerStore(root, driver="vfs", engine=engine, **options) as store:
     snapshots.append(modes(store, [base]))
     made = store.create(parent=child.id)  # the vfs copy of a tree with mode-000 entries
     snapshots.append(modes(store, [base]))
-    grandchild, _ = store.put(open(child_path, "rb").read(), parent=made.id)
+    grandchild, _ = store.put(open(under_path, "rb").read(), parent=made.id)
     diffs = []
     for layer in (base, child, grandchild):
         with store.diff(layer.id, compression="none") as stream:
@@ -197,7 +208,8 @@ with LayerStore(root, driver="vfs", engine=engine, **options) as store:
     with store.diff(base.id, from_=empty.id, compression="none") as stream:
         whole_diff = stream.read().hex()
     snapshots.append(modes(store, [base]))
-    changes = [[(c.path, str(c.kind)) for c in store.changes(l.id)] for l in (base, child)]
+    changes = [[(c.path, str(c.kind)) for c in store.changes(l.id)]
+               for l in (base, child, grandchild)]
     sizes = [store.diff_size(l.id) for l in (base, child, made)]
     snapshots.append(modes(store, [base]))
     check = [str(problem) for problem in store.check(contents=True)]
@@ -279,29 +291,30 @@ def test_unprivileged_store_matches_a_root_store(
     unprivileged: tuple[str, Path], engine: Engine, option: str, tmp_path: Path
 ) -> None:
     user, work = unprivileged
-    base, child = multi_owner_layer(), owner_change_layer()
+    base, child, under = multi_owner_layer(), owner_change_layer(), under_locked_layer()
     blobs = work / f"blobs-{engine.name}-{option}"
     blobs.mkdir()
     (blobs / "base.tar").write_bytes(base)
     (blobs / "child.tar").write_bytes(child)
+    (blobs / "under.tar").write_bytes(under)
     blobs.chmod(0o755)
     store_root = work / "home" / f"store-{engine.name}-{option}"
     report = json.loads(
         run_as(user, work, str(store_root), engine.name, option, str(blobs / "base.tar"),
-               str(blobs / "child.tar"))
+               str(blobs / "child.tar"), str(blobs / "under.tar"))
     )  # fmt: skip
     assert report["uid"] != 0
-    assert [bytes.fromhex(diff) for diff in report["diffs"]] == [base, child, child]
+    assert [bytes.fromhex(diff) for diff in report["diffs"]] == [base, child, under]
     assert report["check"] == []
     with LayerStore(tmp_path / "root-store", driver="vfs", engine=engine) as store:
         root_base, _ = store.put(base)
         root_child, _ = store.put(child, parent=root_base.id)
         root_made = store.create(parent=root_child.id)
-        root_grandchild, _ = store.put(child, parent=root_made.id)
+        root_grandchild, _ = store.put(under, parent=root_made.id)
         root_layers = (root_base, root_child, root_made, root_grandchild)
         expected = [
             [[change.path, str(change.kind)] for change in store.changes(layer.id)]
-            for layer in (root_base, root_child)
+            for layer in (root_base, root_child, root_grandchild)
         ]
         expected_made = [[c.path, str(c.kind)] for c in store.changes(root_made.id)]
         expected_sizes = [store.diff_size(layer.id) for layer in root_layers[:3]]
@@ -339,6 +352,7 @@ def test_unprivileged_store_matches_a_root_store(
             change for change in expected[0] if change[0] not in devices
         ]
         assert report["made"] == expected_made == []
+        assert report["changes"][2] == expected[2]  # below the mode-000 directory
         tree = Path(report["dirs"][0])
         assert (tree / "home/user/notes").stat().st_uid == report["uid"]
         assert not (tree / "dev/null").exists()
@@ -362,7 +376,7 @@ def test_unprivileged_store_matches_a_root_store(
     assert on_disk["etc/shadow"] & 0o777 == (0o700 if option == "force_mask" else 0)
     for snapshot in report["snapshots"]:
         assert snapshot == [[on_disk[name] for name in locked]]
-    for found in trees:
+    for found in trees[:3]:
         assert found["etc/locked/inside"] == on_disk["etc/locked/inside"]
         assert found["etc/locked"] == on_disk["etc/locked"]
     assert not (Path(store_root) / "vfs" / "unlock" / f"{report['dirs'][0]}.modes").exists()

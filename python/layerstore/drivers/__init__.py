@@ -74,6 +74,12 @@ class Driver(ABC):
         and return where its diff is to be extracted. vfs copies the parent's tree, so the
         parent must be whole; overlay only takes its mode, which no applied diff changes."""
 
+    def staged_applied(self, directory: str, tar_split: str | None) -> None:
+        """A layer was applied on the staged ``directory`` (``tar_split``: its tar-split file;
+        None: nothing was, or the apply failed): give what it did not set the modes of the
+        parent's tar (``drivers/unlock.py``)."""
+        return  # overlay stages no copy of the parent: nothing to give back
+
     @abstractmethod
     def commit_staged(self, layer_id: str, parent_id: str, directory: str) -> None:
         """Move the staged ``directory`` into place as the layer ``layer_id`` on ``parent_id``

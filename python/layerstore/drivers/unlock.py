@@ -33,16 +33,18 @@ import errno
 import fcntl
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 
 __all__ = [
     "Grants",
     "ModeMap",
     "abandoned",
+    "applied_paths",
     "copy_original_modes",
     "repair",
     "shows_original_modes",
     "unlocked",
+    "writable_copy",
 ]
 
 ModeMap = Mapping[tuple[int, int], int]
@@ -291,8 +293,80 @@ def shows_original_modes(found: os.stat_result, modes: ModeMap) -> os.stat_resul
     return os.stat_result(tuple(fields), extra)
 
 
-def copy_original_modes(grants: Grants, copy: str) -> None:
+def copy_original_modes(grants: Grants, copy: str, applied: Collection[str] = frozenset()) -> None:
     """Give ``copy``, made from a granted tree (which the copy saw with the grant's modes),
-    the modes the tar gave; children first, while their directories are still searchable."""
+    the modes the tar gave; children first, while their directories are still searchable.
+
+    ``applied``: the paths (relative, clean) a layer applied on the copy since has set itself,
+    which keep what that layer gave them; an entry it removed is skipped."""
     for relative, original in reversed(grants.paths):
-        os.chmod(os.path.join(copy, relative), stat.S_IMODE(original), follow_symlinks=False)
+        if relative in applied:
+            continue
+        path = os.path.join(copy, relative)
+        try:
+            os.chmod(path, stat.S_IMODE(original), follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # the layer applied on the copy removed it
+        except PermissionError:
+            # The applied layer gave a directory above it a mode without u+x: search through.
+            _chmod_through(copy, relative, stat.S_IMODE(original))
+
+
+def _chmod_through(copy: str, relative: str, mode: int) -> None:
+    opened: list[tuple[str, int]] = []
+    try:
+        parts = relative.split(os.sep)[:-1]
+        for depth in range(1, len(parts) + 1):
+            ancestor = os.path.join(copy, *parts[:depth])
+            info = os.lstat(ancestor)
+            if not stat.S_ISDIR(info.st_mode):
+                return
+            if not info.st_mode & stat.S_IXUSR:
+                os.chmod(ancestor, stat.S_IMODE(info.st_mode) | stat.S_IXUSR)
+                opened.append((ancestor, stat.S_IMODE(info.st_mode)))
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            os.chmod(os.path.join(copy, relative), mode, follow_symlinks=False)
+    finally:
+        for ancestor, ancestor_mode in reversed(opened):
+            os.chmod(ancestor, ancestor_mode)
+
+
+def applied_paths(tar_split: str) -> frozenset[str]:
+    """The clean relative paths of the members of the tar a tar-split file describes."""
+    from ..engines.pure.gopath import clean
+    from ..engines.pure.tarsplit import FILE_TYPE, read_entries
+
+    return frozenset(
+        os.fsdecode(clean(b"/" + entry.name).lstrip(b"/"))
+        for entry in read_entries(tar_split)
+        if entry.type == FILE_TYPE
+    )
+
+
+def writable_copy(grants: Grants, copy: str) -> Grants:
+    """Open a fresh copy of a tree up for a layer to be applied on it: every directory gets
+    ``u+rwx`` (a child layer may write below a mode-000 or 0555 directory of its parent).
+    Returns what :func:`copy_original_modes` puts back afterwards: ``grants``' entries (whose
+    modes the copy took from the grant) and the directories opened here, parents first."""
+    originals = dict(grants.paths)
+    restore: list[tuple[str, int]] = []
+    pending = [""]
+    while pending:
+        relative = pending.pop()
+        path = os.path.join(copy, relative) if relative else copy
+        info = os.lstat(path)
+        if relative:
+            original = originals.pop(relative, None)
+            if original is not None or info.st_mode & stat.S_IRWXU != stat.S_IRWXU:
+                restore.append((relative, info.st_mode if original is None else original))
+        if info.st_mode & stat.S_IRWXU != stat.S_IRWXU:
+            os.chmod(path, stat.S_IMODE(info.st_mode) | stat.S_IRWXU)
+        with os.scandir(path) as entries:
+            for entry in entries:
+                name = os.path.join(relative, entry.name) if relative else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(name)
+                elif name in originals:
+                    restore.append((name, originals.pop(name)))
+    # The copy's own root keeps the mode it has: commit_staged and the apply handle it.
+    return Grants(restore)

@@ -1062,16 +1062,21 @@ class LayerStore(ImageMethods):
         target = self.driver.stage(
             staging.directory, reservation.stage_from if start is None else start
         )
-        result = self.engine.apply_layer(
-            diff,
-            target,
-            staging.tar_split,
-            whiteout_format=self.driver.whiteout_format,
-            trusted_compressed_digest=compressed_digest,
-            trusted_uncompressed_digest=uncompressed_digest,
-            force_mask=self.force_mask,
-            ignore_chown_errors=self.ignore_chown_errors,
-        )
+        try:
+            result = self.engine.apply_layer(
+                diff,
+                target,
+                staging.tar_split,
+                whiteout_format=self.driver.whiteout_format,
+                trusted_compressed_digest=compressed_digest,
+                trusted_uncompressed_digest=uncompressed_digest,
+                force_mask=self.force_mask,
+                ignore_chown_errors=self.ignore_chown_errors,
+            )
+        except BaseException:
+            self.driver.staged_applied(target, None)
+            raise
+        self.driver.staged_applied(target, staging.tar_split)
         fault("put:staged")
         return result
 
