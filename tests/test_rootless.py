@@ -384,8 +384,9 @@ def test_unprivileged_store_matches_a_root_store(
 
 
 def _tree_modes(tree: Path) -> dict[str, int]:
-    """st_mode of every entry below ``tree`` (read as root)."""
-    return {path.relative_to(tree).as_posix(): path.lstat().st_mode for path in tree.rglob("*")}
+    """st_mode of ``tree`` (as ".") and every entry below it (read as root)."""
+    found = {path.relative_to(tree).as_posix(): path.lstat().st_mode for path in tree.rglob("*")}
+    return {".": tree.lstat().st_mode, **found}
 
 
 def _contents(data: bytes) -> list[tuple[object, ...]]:

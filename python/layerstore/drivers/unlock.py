@@ -337,7 +337,7 @@ def applied_paths(tar_split: str) -> frozenset[str]:
     from ..engines.pure.tarsplit import FILE_TYPE, read_entries
 
     return frozenset(
-        os.fsdecode(clean(b"/" + entry.name).lstrip(b"/"))
+        os.fsdecode(clean(b"/" + entry.name).lstrip(b"/") or b".")
         for entry in read_entries(tar_split)
         if entry.type == FILE_TYPE
     )
@@ -355,10 +355,10 @@ def writable_copy(grants: Grants, copy: str) -> Grants:
         relative = pending.pop()
         path = os.path.join(copy, relative) if relative else copy
         info = os.lstat(path)
-        if relative:
-            original = originals.pop(relative, None)
-            if original is not None or info.st_mode & stat.S_IRWXU != stat.S_IRWXU:
-                restore.append((relative, info.st_mode if original is None else original))
+        key = relative or "."  # the tree's root, as grant() and applied_paths() name it
+        original = originals.pop(key, None)
+        if original is not None or info.st_mode & stat.S_IRWXU != stat.S_IRWXU:
+            restore.append((key, info.st_mode if original is None else original))
         if info.st_mode & stat.S_IRWXU != stat.S_IRWXU:
             os.chmod(path, stat.S_IMODE(info.st_mode) | stat.S_IRWXU)
         with os.scandir(path) as entries:
@@ -368,5 +368,4 @@ def writable_copy(grants: Grants, copy: str) -> Grants:
                     pending.append(name)
                 elif name in originals:
                     restore.append((name, originals.pop(name)))
-    # The copy's own root keeps the mode it has: commit_staged and the apply handle it.
     return Grants(restore)
