@@ -249,12 +249,13 @@ mod _native {
     /// in the order written (`source` where its metadata and bytes are read, `None` for an
     /// empty whiteout file), compressed with `compression` (0 none, 2 gzip, 4 zstd).
     #[pyfunction]
-    #[pyo3(signature = (entries, compression, override_stat = false))]
+    #[pyo3(signature = (entries, compression, override_stat = false, original_modes = Vec::new()))]
     fn open_tree_diff(
         py: Python<'_>,
         entries: Vec<(PyBackedBytes, Option<PyBackedBytes>)>,
         compression: i64,
         override_stat: bool,
+        original_modes: Vec<(u64, u64, u32)>,
     ) -> PyResult<DiffReader> {
         let compression = DiffCompression::from_code(compression)?;
         let entries = entries
@@ -266,7 +267,14 @@ mod _native {
             .collect();
         let stream = detached(py, "open_tree_diff", || {
             DiffStream::of_tree(
-                TreeTar::new(entries).with_override_stat(override_stat),
+                TreeTar::new(entries)
+                    .with_override_stat(override_stat)
+                    .with_original_modes(
+                        original_modes
+                            .into_iter()
+                            .map(|(device, inode, mode)| ((device, inode), mode))
+                            .collect(),
+                    ),
                 compression,
             )
         })?;

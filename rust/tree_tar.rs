@@ -61,6 +61,9 @@ pub struct TreeTar {
     /// Owners, modes, types and devices come from `user.containers.override_stat` where a
     /// file has it (a store with `force_mask`, docs/rootless.md); the xattr stays out of the tar.
     override_stat: bool,
+    /// The modes (`st_mode`) the tar gave to inodes, by (device, inode), where a reader's grant
+    /// widened them for the read (a store's owner reading mode-000 files, docs/rootless.md).
+    original_modes: HashMap<(u64, u64), u32>,
 }
 
 impl TreeTar {
@@ -75,7 +78,15 @@ impl TreeTar {
             file: None,
             ended: false,
             override_stat: false,
+            original_modes: HashMap::new(),
         }
+    }
+
+    /// The same tar, with the modes of these (device, inode) pairs taken from the map.
+    #[must_use]
+    pub fn with_original_modes(mut self, original_modes: HashMap<(u64, u64), u32>) -> Self {
+        self.original_modes = original_modes;
+        self
     }
 
     /// The same tar, with metadata read through `user.containers.override_stat`.
@@ -145,6 +156,10 @@ impl TreeTar {
         let mut member = Member::of(entry.name, &metadata);
         member.xattrs = read_xattrs(&path)?;
         let mut st_mode = metadata.mode();
+        if let Some(&original) = self.original_modes.get(&(metadata.dev(), metadata.ino())) {
+            st_mode = original;
+            member.mode = original & 0o7777;
+        }
         let mut rdev = metadata.rdev();
         if self.override_stat && !metadata.file_type().is_symlink() {
             let recorded = member

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -54,6 +55,13 @@ def multi_owner_layer(locked: bool = True) -> bytes:
         _member(tar, "etc/shadow", mode=0o000 if locked else 0o600, data=b"root:*:19000::::::\n")
         if locked:
             _member(tar, "etc/locked", tarfile.DIRTYPE, 0o000)
+            _member(tar, "etc/locked/inside", mode=0o644, data=b"behind a mode-000 directory\n")
+            _member(tar, "etc/search-only", tarfile.DIRTYPE, 0o100)
+            _member(tar, "etc/search-only/key", mode=0o600, data=b"k" * 700)
+            _member(tar, "etc/shadow-", tarfile.LNKTYPE, 0o000, linkname="etc/shadow")
+            _member(tar, "bin/run-only", mode=0o100, data=b"#!/bin/true\n")
+            _member(tar, "var", tarfile.DIRTYPE, 0o755)
+            _member(tar, "var/write-only", mode=0o200, data=b"a log nobody reads\n")
         _member(tar, "etc/hostname", mode=0o644, owner=(33, 33), data=b"box\n")
         _member(tar, "bin", tarfile.DIRTYPE, 0o755)
         _member(tar, "bin/su", mode=0o4755, data=b"#!su\n")
@@ -157,27 +165,66 @@ def owner_change_layer() -> bytes:
     return buffer.getvalue()
 
 
+def under_locked_layer() -> bytes:
+    """A layer writing below the base's mode-000 and 0100 directories, and listing one again."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        _member(tar, "etc/locked/added", mode=0o640, data=b"added below a mode-000 directory\n")
+        _member(tar, "etc/locked/.wh.inside", mode=0o000)
+        _member(tar, "etc/search-only", tarfile.DIRTYPE, 0o100)
+        _member(tar, "etc/search-only/more", mode=0o000, data=b"more")
+    return buffer.getvalue()
+
+
 # What runs as the unprivileged user: prints JSON for the test to compare with a root store.
 _AS_USER = r"""
 import json, os, sys
 from layerstore import LayerStore
-root, engine, option, base_path, child_path = sys.argv[1:6]
+root, engine, option, base_path, child_path, under_path = sys.argv[1:7]
 options = {"force_mask": "private"} if option == "force_mask" else {"ignore_chown_errors": True}
+LOCKED = ("etc/shadow", "etc/shadow-", "etc/locked", "etc/search-only", "etc/search-only/key",
+          "bin/run-only", "var/write-only")
+def modes(store, layers):
+    # The st_mode of the entries that lock their owner out, by lstat alone (their directories
+    # are searchable); the root of the test looks below etc/locked at the end.
+    return [[os.lstat(os.path.join(store.driver.layer_dir(l.id), p)).st_mode for p in LOCKED]
+            for l in layers]
 with LayerStore(root, driver="vfs", engine=engine, **options) as store:
     base, _ = store.put(open(base_path, "rb").read())
+    snapshots = [modes(store, [base])]
     child, _ = store.put(open(child_path, "rb").read(), parent=base.id)
+    snapshots.append(modes(store, [base]))
     made = store.create(parent=child.id)  # the vfs copy of a tree with mode-000 entries
+    snapshots.append(modes(store, [base]))
+    grandchild, _ = store.put(open(under_path, "rb").read(), parent=made.id)
     diffs = []
-    for layer in (base, child):
+    for layer in (base, child, grandchild):
         with store.diff(layer.id, compression="none") as stream:
             diffs.append(stream.read().hex())
+        snapshots.append(modes(store, [base]))
+    with store.diff(made.id, from_=base.id, compression="none") as stream:
+        tree_diff = stream.read().hex()
+    empty = store.create()  # against another layer than the parent: a diff from the trees
+    with store.diff(base.id, from_=empty.id, compression="none") as stream:
+        whole_diff = stream.read().hex()
+    snapshots.append(modes(store, [base]))
+    changes = [[(c.path, str(c.kind)) for c in store.changes(l.id)]
+               for l in (base, child, grandchild)]
+    sizes = [store.diff_size(l.id) for l in (base, child, made)]
+    snapshots.append(modes(store, [base]))
+    check = [str(problem) for problem in store.check(contents=True)]
+    snapshots.append(modes(store, [base]))
     print(json.dumps({
+        "snapshots": snapshots,
+        "trees": modes(store, [base, child, made, grandchild]),
+        "tree_diffs": [tree_diff, whole_diff],
+        "sizes": sizes,
         "uid": os.geteuid(),
         "diffs": diffs,
-        "changes": [[(c.path, str(c.kind)) for c in store.changes(l.id)] for l in (base, child)],
+        "changes": changes,
         "made": [(c.path, str(c.kind)) for c in store.changes(made.id)],
-        "check": [str(problem) for problem in store.check(contents=True)],
-        "dirs": [store.driver.layer_dir(l.id) for l in (base, child, made)],
+        "check": check,
+        "dirs": [store.driver.layer_dir(l.id) for l in (base, child, made, grandchild)],
     }))
 """
 
@@ -244,31 +291,42 @@ def test_unprivileged_store_matches_a_root_store(
     unprivileged: tuple[str, Path], engine: Engine, option: str, tmp_path: Path
 ) -> None:
     user, work = unprivileged
-    # Without force_mask, mode-000 entries still shut a user out of the vfs copy (not solved
-    # yet: docs/rootless.md), so that store gets a layer without them.
-    base, child = multi_owner_layer(locked=option == "force_mask"), owner_change_layer()
+    base, child, under = multi_owner_layer(), owner_change_layer(), under_locked_layer()
     blobs = work / f"blobs-{engine.name}-{option}"
     blobs.mkdir()
     (blobs / "base.tar").write_bytes(base)
     (blobs / "child.tar").write_bytes(child)
+    (blobs / "under.tar").write_bytes(under)
     blobs.chmod(0o755)
     store_root = work / "home" / f"store-{engine.name}-{option}"
     report = json.loads(
         run_as(user, work, str(store_root), engine.name, option, str(blobs / "base.tar"),
-               str(blobs / "child.tar"))
+               str(blobs / "child.tar"), str(blobs / "under.tar"))
     )  # fmt: skip
     assert report["uid"] != 0
-    assert [bytes.fromhex(diff) for diff in report["diffs"]] == [base, child]
+    assert [bytes.fromhex(diff) for diff in report["diffs"]] == [base, child, under]
     assert report["check"] == []
     with LayerStore(tmp_path / "root-store", driver="vfs", engine=engine) as store:
         root_base, _ = store.put(base)
         root_child, _ = store.put(child, parent=root_base.id)
         root_made = store.create(parent=root_child.id)
+        root_grandchild, _ = store.put(under, parent=root_made.id)
+        root_layers = (root_base, root_child, root_made, root_grandchild)
         expected = [
             [[change.path, str(change.kind)] for change in store.changes(layer.id)]
-            for layer in (root_base, root_child)
+            for layer in (root_base, root_child, root_grandchild)
         ]
         expected_made = [[c.path, str(c.kind)] for c in store.changes(root_made.id)]
+        expected_sizes = [store.diff_size(layer.id) for layer in root_layers[:3]]
+        root_trees = [_tree_modes(Path(store.driver.layer_dir(layer.id))) for layer in root_layers]
+        with store.diff(root_made.id, from_=root_base.id, compression="none") as stream:
+            root_tree_diffs = [stream.read()]
+        empty = store.create()
+        with store.diff(root_base.id, from_=empty.id, compression="none") as stream:
+            root_tree_diffs.append(stream.read())
+    tree_diffs = [bytes.fromhex(diff) for diff in report["tree_diffs"]]
+    trees = [_tree_modes(Path(directory)) for directory in report["dirs"]]
+    tar_modes = expected_stats(base)
     if option == "force_mask":
         # Owners and modes as the tar says, read through the override xattr.
         assert report["changes"] == expected
@@ -282,6 +340,10 @@ def test_unprivileged_store_matches_a_root_store(
         copied = recorded_stats(Path(report["dirs"][2]))
         assert copied["etc/shadow"] == (0, 42, stat.S_IFREG | 0o640, 0)
         assert copied["dev/sda"] == (0, 6, stat.S_IFBLK | 0o660, os.makedev(8, 0))
+        assert [_contents(diff) for diff in tree_diffs] == [
+            _contents(diff) for diff in root_tree_diffs
+        ]
+        on_disk = {name: stat.S_IFMT(value[2]) | 0o700 for name, value in tar_modes.items()}
     else:
         # Owners squashed to the user, devices left out (they need root): only the base's
         # device paths are missing, and the child's owner-only changes are not seen.
@@ -289,9 +351,54 @@ def test_unprivileged_store_matches_a_root_store(
         assert [change for change in report["changes"][0] if change[0] not in devices] == [
             change for change in expected[0] if change[0] not in devices
         ]
+        assert report["made"] == expected_made == []
+        assert report["changes"][2] == expected[2]  # below the mode-000 directory
         tree = Path(report["dirs"][0])
         assert (tree / "home/user/notes").stat().st_uid == report["uid"]
         assert not (tree / "dev/null").exists()
+        # Every tree (the vfs copies too) holds the modes the tars gave, mode 000 included.
+        for found, wanted in zip(trees, root_trees, strict=True):
+            assert found == {
+                name: mode for name, mode in wanted.items() if "/" + name not in devices
+            }
+        # Tree diffs hold the contents and modes a root store's do (owners aside).
+        for found_diff, wanted_diff in zip(tree_diffs, root_tree_diffs, strict=True):
+            assert _contents(found_diff) == [
+                member for member in _contents(wanted_diff) if "/" + member[0] not in devices
+            ]
+        assert report["sizes"][1:] == expected_sizes[1:]
+        on_disk = {name: value[2] for name, value in tar_modes.items()}
+    # After every operation the entries that lock their owner out keep the tar's modes.
+    locked = [
+        "etc/shadow", "etc/shadow-", "etc/locked", "etc/search-only", "etc/search-only/key",
+        "bin/run-only", "var/write-only",
+    ]  # fmt: skip
+    assert on_disk["etc/shadow"] & 0o777 == (0o700 if option == "force_mask" else 0)
+    for snapshot in report["snapshots"]:
+        assert snapshot == [[on_disk[name] for name in locked]]
+    for found in trees[:3]:
+        assert found["etc/locked/inside"] == on_disk["etc/locked/inside"]
+        assert found["etc/locked"] == on_disk["etc/locked"]
+    assert not (Path(store_root) / "vfs" / "unlock" / f"{report['dirs'][0]}.modes").exists()
+    assert not list((Path(store_root) / "vfs" / "unlock").glob("*.modes"))
+
+
+def _tree_modes(tree: Path) -> dict[str, int]:
+    """st_mode of ``tree`` (as ".") and every entry below it (read as root)."""
+    found = {path.relative_to(tree).as_posix(): path.lstat().st_mode for path in tree.rglob("*")}
+    return {".": tree.lstat().st_mode, **found}
+
+
+def _contents(data: bytes) -> list[tuple[object, ...]]:
+    """Name, type, mode, size, link target and bytes of every member of a tar."""
+    found: list[tuple[object, ...]] = []
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for member in tar:
+            extracted = tar.extractfile(member) if member.isreg() else None
+            body = extracted.read() if extracted is not None else b""
+            found.append((member.name, member.type, member.mode, member.size, member.linkname,
+                          body))  # fmt: skip
+    return found
 
 
 def test_the_store_owner_is_not_told_to_be_another_user() -> None:
@@ -301,7 +408,7 @@ def test_the_store_owner_is_not_told_to_be_another_user() -> None:
     assert "run as a user who may write the store" in os_error(denied)
     message = os_error(denied, owner=True)
     assert "run as a user" not in message
-    assert "--force-mask" in message
+    assert "layerstore check" in message
 
 
 def _members(data: bytes) -> list[tuple[object, ...]]:
@@ -334,3 +441,122 @@ def test_tree_diff_reads_the_override_xattr(tmp_path: Path, engine: Engine) -> N
     assert diffs[1] == diffs[3]
     assert any(member[0] == "dev/sda" and member[7:9] == (8, 0) for member in diffs[1])
     assert ("etc/shadow", tarfile.REGTYPE, 0, 0, 0) in [member[:5] for member in diffs[1]]
+
+
+def _locked_tree(root: Path) -> dict[str, int]:
+    """A tree whose modes shut an unprivileged owner out; returns its modes."""
+    (root / "dir").mkdir(parents=True)
+    (root / "dir" / "inside").write_bytes(b"inside")
+    (root / "secret").write_bytes(b"secret")
+    os.link(root / "secret", root / "again")
+    (root / "secret").chmod(0o000)
+    (root / "write-only").write_bytes(b"w")
+    (root / "write-only").chmod(0o200)
+    (root / "dir").chmod(0o000)
+    return _tree_modes(root)
+
+
+def _as_root_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Root skips the grants (it needs none): pretend to be a user to exercise them."""
+    if os.geteuid() != 0:
+        pytest.skip("the grants are checked by root pretending to be a user")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+
+
+def test_grants_are_shared_and_the_last_reader_restores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from layerstore.drivers.unlock import unlocked
+
+    tree, state = tmp_path / "tree", str(tmp_path / "state")
+    modes = _locked_tree(tree)
+    _as_root_now(monkeypatch)
+    with unlocked(str(tree), state, "layer") as first:
+        assert first[(tree.stat().st_dev, (tree / "secret").stat().st_ino)] == stat.S_IFREG
+        assert stat.S_IMODE((tree / "dir").stat().st_mode) == 0o500
+        assert stat.S_IMODE((tree / "write-only").stat().st_mode) == 0o600
+        # A second reader (another open file description: flock counts it as another process)
+        # shares the grant and sees the same original modes.
+        second = contextlib.ExitStack()
+        assert dict(second.enter_context(unlocked(str(tree), state, "layer"))) == dict(first)
+    with second:
+        # The first reader left: the second still reads.
+        assert stat.S_IMODE((tree / "dir").stat().st_mode) == 0o500
+        assert (tree / "dir" / "inside").read_bytes() == b"inside"
+    assert _tree_modes(tree) == modes
+    assert not (tmp_path / "state" / "layer.modes").exists()
+
+
+_KILLED_READER = r"""
+import os, sys
+os.geteuid = lambda: 1000  # as the store's unprivileged owner (the test runs as root)
+from layerstore.drivers.unlock import unlocked
+with unlocked(sys.argv[1], sys.argv[2], "layer"):
+    os.kill(os.getpid(), 9)
+"""
+
+
+def test_a_killed_readers_grant_is_found_and_put_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from layerstore.drivers.unlock import abandoned, repair, unlocked
+
+    tree, state = tmp_path / "tree", tmp_path / "state"
+    modes = _locked_tree(tree)
+    if os.geteuid() != 0:
+        pytest.skip("the grants are checked by root pretending to be a user")
+    import layerstore
+
+    environment = {**os.environ, "PYTHONPATH": str(Path(layerstore.__file__).parent.parent)}
+
+    def killed_reader() -> None:
+        done = subprocess.run(
+            [sys.executable, "-c", _KILLED_READER, str(tree), str(state)],
+            env=environment,
+            check=False,
+        )
+        assert done.returncode == -9
+        assert _tree_modes(tree) != modes  # left widened: the journal says how to undo it
+
+    killed_reader()
+    assert abandoned(str(state)) == ["layer"]
+    # A torn last line (a reader killed while writing it) is skipped, not misread.
+    with open(state / "layer.modes", "ab") as journal:
+        journal.write(b"0 40500 12")
+    assert repair(str(state), "layer")
+    assert _tree_modes(tree) == modes
+    assert abandoned(str(state)) == []
+    assert not repair(str(state), "layer")
+    # The next reader finds an abandoned grant too, and starts from the tar's modes.
+    killed_reader()
+    _as_root_now(monkeypatch)
+    with unlocked(str(tree), str(state), "layer") as grants:
+        assert grants[(tree.stat().st_dev, (tree / "dir").stat().st_ino)] == stat.S_IFDIR
+    assert _tree_modes(tree) == modes
+
+
+def test_check_reports_and_repair_restores_a_killed_readers_grant(
+    tmp_path: Path, engine: Engine
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the grants are checked by root pretending to be a user")
+    import layerstore
+
+    with LayerStore(tmp_path / "store", driver="vfs", engine=engine) as store:
+        layer, _ = store.put(multi_owner_layer())
+        tree = store.driver.layer_dir(layer.id)
+        state = store.driver.unlock_state
+    modes = _tree_modes(Path(tree))
+    environment = {**os.environ, "PYTHONPATH": str(Path(layerstore.__file__).parent.parent)}
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_READER.replace('"layer"', repr(layer.id)), tree, state],
+        env=environment,
+        check=False,
+    )
+    assert done.returncode == -9
+    assert _tree_modes(Path(tree)) != modes
+    with LayerStore(tmp_path / "store", driver="vfs", engine=engine) as store:
+        assert [problem.kind for problem in store.check(contents=True)] == ["granted-modes"]
+        assert [problem.kind for problem in store.repair()] == ["granted-modes"]
+        assert store.check(contents=True) == []
+    assert _tree_modes(Path(tree)) == modes

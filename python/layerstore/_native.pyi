@@ -107,12 +107,16 @@ def open_diff(tar_split_path: str, layer_dir: str, compression: int) -> DiffRead
     """
 
 def open_tree_diff(
-    entries: list[tuple[bytes, bytes | None]], compression: int, override_stat: bool = False
+    entries: list[tuple[bytes, bytes | None]],
+    compression: int,
+    override_stat: bool = False,
+    original_modes: list[tuple[int, int, int]] = ...,
 ) -> DiffReader:
     """Start the diff of a layer without tar-split: the tar of ``entries``, each a
     ``(name, source)`` pair in the order written (``source`` is where its metadata and bytes are
     read, None for an empty whiteout file), compressed with ``compression`` (0 none, 2 gzip,
-    4 zstd; anything else raises ``NotSupported``).
+    4 zstd; anything else raises ``NotSupported``). ``original_modes``: ``(device, inode,
+    st_mode)`` triples whose mode the header takes in place of the file's own.
     """
 
 @final

@@ -70,9 +70,9 @@ def os_error(
         return f"{text}: check the file's permissions"
     if owner and exc.errno in (errno.EACCES, errno.EPERM):
         return (
-            f"{text}: the store is yours, but a file's own mode (a mode-000 file or directory "
-            "in a layer) shuts you out; layers imported with --force-mask private keep their "
-            "files readable (docs/rootless.md)"
+            f"{text}: the store is yours, but this file's owner or mode shuts you out; "
+            "`layerstore check` finds modes a killed process left widened, `repair` puts them "
+            "back (docs/rootless.md)"
         )
     if exc.errno in (errno.EACCES, errno.EPERM):
         return f"{text}: run as a user who may write the store, or add --read-only to only read it"

@@ -8,6 +8,7 @@ copy of every layer and works anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -19,6 +20,7 @@ from ..engines import Engine, TreeEntry
 from ..errors import LayerStoreError
 from ..layer import IDMap
 from .idmaps import shift_ownership
+from .unlock import Grants, copy_original_modes, unlocked
 
 if TYPE_CHECKING:
     # The naive diff (.changes) is imported by the calls that compare trees, not by every open.
@@ -71,6 +73,12 @@ class Driver(ABC):
         """Make ``directory`` (new, in the staging area) the start of a layer on ``parent_id``
         and return where its diff is to be extracted. vfs copies the parent's tree, so the
         parent must be whole; overlay only takes its mode, which no applied diff changes."""
+
+    def staged_applied(self, directory: str, tar_split: str | None) -> None:
+        """A layer was applied on the staged ``directory`` (``tar_split``: its tar-split file;
+        None: nothing was, or the apply failed): give what it did not set the modes of the
+        parent's tar (``drivers/unlock.py``)."""
+        return  # overlay stages no copy of the parent: nothing to give back
 
     @abstractmethod
     def commit_staged(self, layer_id: str, parent_id: str, directory: str) -> None:
@@ -147,7 +155,20 @@ class Driver(ABC):
         source = self.layer_dir(template_id)
         # The engine copies into a fresh directory: replace the empty one create() made.
         remove_tree(target)
-        self.engine.copy_tree(source, target)
+        with self.unlocked(template_id) as grants:
+            self.engine.copy_tree(source, target)
+            copy_original_modes(grants, target)
+
+    def unlocked(self, layer_id: str) -> contextlib.AbstractContextManager[Grants]:
+        """The layer's own tree readable by the store's owner while the context lasts, even
+        where its modes shut the owner out (``drivers/unlock.py``); yields the modes the
+        grant replaced. Root gets the tree as it is."""
+        return unlocked(self.layer_dir(layer_id), self.unlock_state, layer_id)
+
+    @property
+    def unlock_state(self) -> str:
+        """Where :meth:`unlocked` keeps its locks and journals (``HOME/unlock``)."""
+        return os.path.join(self.home, "unlock")
 
     def orphans(self) -> list[str]:
         """Paths of the driver's own files that no layer accounts for (beyond layer
@@ -177,29 +198,49 @@ class Driver(ABC):
 
         return OverrideView(view)
 
+    def _unlocked_view(
+        self, holding: contextlib.ExitStack, layer_id: str, view: TreeView | None = None
+    ) -> TreeView:
+        """``view(layer_id)`` (or ``view``, one of it), readable throughout ``holding``,
+        showing the tar's modes."""
+        from .changes import DirectoryView, OriginalModesView
+
+        if not layer_id:
+            return DirectoryView(None)
+        modes = holding.enter_context(self.unlocked(layer_id))
+        if view is None:
+            view = self.view(layer_id)
+        return self._honoured(OriginalModesView(view, modes) if modes else view)
+
     def changes(self, layer_id: str, from_id: str, from_is_parent: bool) -> list[Change]:
         """What changed from layer ``from_id`` ("" for an empty tree) to ``layer_id``."""
         from .changes import compare_trees
 
-        return compare_trees(self._view_or_empty(from_id), self._honoured(self.view(layer_id)))
+        with contextlib.ExitStack() as holding:
+            old = self._unlocked_view(holding, from_id)
+            return compare_trees(old, self._unlocked_view(holding, layer_id))
 
     def diff_size(self, layer_id: str, from_id: str, from_is_parent: bool) -> int:
         """Bytes of the files added or modified from ``from_id`` to ``layer_id``."""
         from .changes import changes_size, compare_trees
 
-        # One view for the comparison and the sizes, so each entry is stat'ed once.
-        view = self._honoured(self.view(layer_id))
-        return changes_size(view, compare_trees(self._view_or_empty(from_id), view))
+        with contextlib.ExitStack() as holding:
+            old = self._unlocked_view(holding, from_id)
+            view = self._unlocked_view(holding, layer_id)  # one view: each entry stat'ed once
+            return changes_size(view, compare_trees(old, view))
 
     def diff_entries(
         self, layer_id: str, from_id: str, from_is_parent: bool
     ) -> Iterator[TreeEntry]:
         """The members of the tarball that turns ``from_id`` into ``layer_id``, in order, for
-        the engine to write (:meth:`~layerstore.engines.Engine.open_tree_diff`)."""
+        the engine to write (:meth:`~layerstore.engines.Engine.open_tree_diff`). The caller
+        holds the trees readable (:meth:`unlocked`) while it reads the members."""
         from .changes import compare_trees, entries_of_changes
 
-        view = self.view(layer_id)  # one view for both: each entry is stat'ed once
-        changes = compare_trees(self._view_or_empty(from_id), self._honoured(view))
+        view = self.view(layer_id)  # the comparison's and the members': each entry stat'ed once
+        with contextlib.ExitStack() as holding:
+            old = self._unlocked_view(holding, from_id)
+            changes = compare_trees(old, self._unlocked_view(holding, layer_id, view))
         return entries_of_changes(view, changes)
 
 

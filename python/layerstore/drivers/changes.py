@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from ..engines import TreeEntry
+from .unlock import ModeMap, shows_original_modes
 
 __all__ = [
     "Change",
     "ChangeKind",
     "DirectoryView",
+    "OriginalModesView",
     "TreeView",
     "changes_size",
     "compare_trees",
@@ -93,6 +95,25 @@ class DirectoryView:
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
         # Paths here are relative and "/"-separated: a join without os.path.join's checks.
         return f"{self.root}/{path}" if path else self.root
+
+
+class OriginalModesView:
+    """A view showing the modes the tar gave to entries whose modes a reader's grant widened
+    for the time of a read (``drivers/unlock.py``), so no grant is ever seen as a change."""
+
+    def __init__(self, inner: TreeView, modes: ModeMap) -> None:
+        self.inner = inner
+        self.modes = modes
+
+    def lstat(self, path: str) -> os.stat_result | None:
+        found = self.inner.lstat(path)
+        return None if found is None else shows_original_modes(found, self.modes)
+
+    def listdir(self, path: str) -> list[str]:
+        return self.inner.listdir(path)
+
+    def real_path(self, path: str) -> str:
+        return self.inner.real_path(path)
 
 
 class OverrideView:

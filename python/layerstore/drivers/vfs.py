@@ -11,8 +11,10 @@ import stat
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ..engines import Engine
 from ..errors import LayerStoreError, NotSupported
 from . import DEFAULT_LAYER_MODE, Driver, remove_tree
+from .unlock import Grants, applied_paths, copy_original_modes, writable_copy
 
 if TYPE_CHECKING:
     from .changes import TreeView
@@ -27,6 +29,11 @@ class VfsDriver(Driver):
     whiteout_format = "vfs"
     supports_force_mask = True
 
+    def __init__(self, root: str, engine: Engine) -> None:
+        super().__init__(root, engine)
+        # Copies of parents with locked entries, by directory, until a layer is applied on them.
+        self._granted_copies: dict[str, Grants] = {}
+
     def _dir(self, layer_id: str) -> str:
         return os.path.join(self.home, "dir", layer_id)
 
@@ -35,17 +42,31 @@ class VfsDriver(Driver):
         target = self._dir(layer_id)
         try:
             self.stage(target, parent_id)
+            self.staged_applied(target, None)
         except BaseException:
             remove_tree(target)
             raise
 
     def stage(self, directory: str, parent_id: str) -> str:
         if parent_id:
-            self.engine.copy_tree(self._dir(parent_id), directory)
+            # The copy keeps every mode (a mode-000 file stays 000): only the parent's tree is
+            # opened up while it is read, and only without root (drivers/unlock.py).
+            with self.unlocked(parent_id) as grants:
+                self.engine.copy_tree(self._dir(parent_id), directory)
+            if os.geteuid() != 0:
+                # Without root a layer applied on the copy may need to write below a mode-000
+                # or 0555 directory: directories stay open (u+rwx) until staged_applied gives
+                # what the layer did not set the modes of the parent's tar.
+                self._granted_copies[directory] = writable_copy(grants, directory)
         else:
             os.mkdir(directory, DEFAULT_LAYER_MODE)
             os.chmod(directory, DEFAULT_LAYER_MODE)  # not narrowed by the umask
         return directory
+
+    def staged_applied(self, directory: str, tar_split: str | None) -> None:
+        grants = self._granted_copies.pop(directory, None)
+        if grants is not None:
+            copy_original_modes(grants, directory, applied_paths(tar_split) if tar_split else ())
 
     def commit_staged(self, layer_id: str, parent_id: str, directory: str) -> None:
         os.makedirs(os.path.join(self.home, "dir"), mode=0o700, exist_ok=True)

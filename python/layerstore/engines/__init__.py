@@ -13,7 +13,7 @@ import os
 import re
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO, Literal, Protocol, TypeAlias
 
@@ -245,7 +245,11 @@ class Engine(ABC):
     ) -> BinaryIO: ...
 
     def open_tree_diff(
-        self, entries: Iterable[TreeEntry], compression: Compression, override_stat: bool = False
+        self,
+        entries: Iterable[TreeEntry],
+        compression: Compression,
+        override_stat: bool = False,
+        original_modes: Mapping[tuple[int, int], int] | None = None,
     ) -> BinaryIO:
         """The tar of ``entries``, in the order given (docs/diff.md, "Diffs built from the
         trees"): for each, a header from its ``lstat``, its extended attributes and link target,
@@ -255,15 +259,24 @@ class Engine(ABC):
         be read raises OSError naming it. The native engine takes the whole list first; the
         pure one reads ``entries`` as it goes. ``override_stat``: owners, modes, types and
         device numbers come from ``user.containers.override_stat`` where a file has it (a store
-        with force_mask), and that xattr is left out of the tar.
+        with force_mask), and that xattr is left out of the tar. ``original_modes``: the
+        ``st_mode`` a header takes for a (device, inode) in place of the file's own (the modes
+        the tar gave, where a reader's grant widened them: ``drivers/unlock.py``).
         """
         return self._open_tree_diff(
-            entries, check_diff_compression(compression), bool(override_stat)
+            entries,
+            check_diff_compression(compression),
+            bool(override_stat),
+            dict(original_modes or {}),
         )
 
     @abstractmethod
     def _open_tree_diff(
-        self, entries: Iterable[TreeEntry], compression: Compression, override_stat: bool
+        self,
+        entries: Iterable[TreeEntry],
+        compression: Compression,
+        override_stat: bool,
+        original_modes: Mapping[tuple[int, int], int],
     ) -> BinaryIO: ...
 
     @abstractmethod

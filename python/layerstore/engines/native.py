@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import BinaryIO, cast
 
 from .. import _native
@@ -48,13 +48,20 @@ class NativeEngine(Engine):
         return cast(BinaryIO, _native.open_diff(tar_split_path, layer_dir, int(compression)))
 
     def _open_tree_diff(
-        self, entries: Iterable[TreeEntry], compression: Compression, override_stat: bool
+        self,
+        entries: Iterable[TreeEntry],
+        compression: Compression,
+        override_stat: bool,
+        original_modes: Mapping[tuple[int, int], int],
     ) -> BinaryIO:
         members = [
             (os.fsencode(name), None if path is None else os.fsencode(path))
             for name, path in entries
         ]
-        return cast(BinaryIO, _native.open_tree_diff(members, int(compression), override_stat))
+        modes = [(device, inode, mode) for (device, inode), mode in original_modes.items()]
+        return cast(
+            BinaryIO, _native.open_tree_diff(members, int(compression), override_stat, modes)
+        )
 
     def mount_overlay(
         self,

@@ -38,6 +38,7 @@ ProblemKind = Literal[
     "stale-mount",
     "hidden-mount",
     "orphan",
+    "granted-modes",
 ]
 
 # Only names that can be layer ids are ever removed as orphans: other tools keep directories
@@ -114,6 +115,19 @@ def find_orphans(layers_dir: str, driver: Driver, known: Iterable[str]) -> list[
 def find_problems(store: LayerStore, contents: bool) -> list[Problem]:
     """What :meth:`LayerStore.check` reports; the caller holds the store's lock."""
     problems: list[Problem] = []
+    # Before the contents are read: reading a layer puts an abandoned grant's modes back.
+    from ..drivers.unlock import abandoned
+
+    for layer_id in abandoned(store.driver.unlock_state):
+        problems.append(
+            Problem(
+                "granted-modes",
+                f"layer {layer_id}: modes widened for a reader that was killed were not put "
+                "back (repair, or the next reader, puts back the modes the tar gave)",
+                layer_id,
+                os.path.join(store.driver.unlock_state, f"{layer_id}.modes"),
+            )
+        )
     for layer in store._index.visible():  # not the layers living puts are applying
         problems += _layer_problems(store, layer, contents)
     staging = store._staging
@@ -204,9 +218,12 @@ def _content_problem(store: LayerStore, layer: Layer, tar_split: str) -> Problem
 
     digest = hashlib.sha256()
     try:
-        with store.engine.open_diff(
-            tar_split, store.driver.layer_dir(layer.id), Compression.NONE
-        ) as stream:
+        with (
+            store.driver.unlocked(layer.id),
+            store.engine.open_diff(
+                tar_split, store.driver.layer_dir(layer.id), Compression.NONE
+            ) as stream,
+        ):
             while chunk := stream.read(1 << 20):
                 digest.update(chunk)
     except InvalidLayerData as exc:
@@ -245,6 +262,11 @@ def repair_problems(store: LayerStore, contents: bool) -> list[Problem]:
             )
             store._index.replace(replace(layer, big_data_names=present))
             store._save()
+            fixed.append(problem)
+        elif problem.kind == "granted-modes":
+            from ..drivers.unlock import repair
+
+            repair(store.driver.unlock_state, problem.layer)
             fixed.append(problem)
         elif problem.kind == "stale-mount":
             store._clear_stale_mount(problem.layer)

@@ -865,11 +865,21 @@ class LayerStore(ImageMethods):
             )
             tar_split = tar_split_path(self.layers_dir, layer.id)
             if from_is_parent and os.path.exists(tar_split):
+                # Readable by the store's owner until the stream is closed (drivers/unlock.py).
+                holding.enter_context(self.driver.unlocked(layer.id))
                 stream = self.engine.open_diff(tar_split, self.driver.layer_dir(layer.id), wanted)
                 return cast(BinaryIO, _HeldStream(stream, holding))
+            # Both trees readable by the store's owner until the stream is closed; headers take
+            # the modes the tar gave, not the grant's (drivers/unlock.py).
+            if from_id:
+                holding.enter_context(self.driver.unlocked(from_id))
+            modes = holding.enter_context(self.driver.unlocked(layer.id))
             entries = self.driver.diff_entries(layer.id, from_id, from_is_parent)
             stream = self.engine.open_tree_diff(
-                entries, wanted, override_stat=self.driver.override_stat
+                entries,
+                wanted,
+                override_stat=self.driver.override_stat,
+                original_modes=modes,
             )
             return cast(BinaryIO, _HeldStream(stream, holding))
         except BaseException:
@@ -1052,16 +1062,21 @@ class LayerStore(ImageMethods):
         target = self.driver.stage(
             staging.directory, reservation.stage_from if start is None else start
         )
-        result = self.engine.apply_layer(
-            diff,
-            target,
-            staging.tar_split,
-            whiteout_format=self.driver.whiteout_format,
-            trusted_compressed_digest=compressed_digest,
-            trusted_uncompressed_digest=uncompressed_digest,
-            force_mask=self.force_mask,
-            ignore_chown_errors=self.ignore_chown_errors,
-        )
+        try:
+            result = self.engine.apply_layer(
+                diff,
+                target,
+                staging.tar_split,
+                whiteout_format=self.driver.whiteout_format,
+                trusted_compressed_digest=compressed_digest,
+                trusted_uncompressed_digest=uncompressed_digest,
+                force_mask=self.force_mask,
+                ignore_chown_errors=self.ignore_chown_errors,
+            )
+        except BaseException:
+            self.driver.staged_applied(target, None)
+            raise
+        self.driver.staged_applied(target, staging.tar_split)
         fault("put:staged")
         return result
 
@@ -1421,7 +1436,8 @@ class LayerStore(ImageMethods):
         Orphaned files are removed; layers whose data or parent is missing (or, with
         ``contents``, whose files no longer rebuild their diff) are deleted with the layers
         built on them; big data names without files are dropped; stale mount counts are
-        cleared. A missing tar-split file is reported but left: the layer still works.
+        cleared; modes widened for a reader that was killed are put back (docs/rootless.md).
+        A missing tar-split file is reported but left: the layer still works.
         """
         with self._graph_lock(), self._writing():
             return check.repair_problems(self, contents)

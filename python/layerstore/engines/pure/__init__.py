@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import BinaryIO
 
 from ...layer import Compression
@@ -38,9 +38,14 @@ class PureEngine(Engine):
         return open_diff(tar_split_path, layer_dir, compression)
 
     def _open_tree_diff(
-        self, entries: Iterable[TreeEntry], compression: Compression, override_stat: bool
+        self,
+        entries: Iterable[TreeEntry],
+        compression: Compression,
+        override_stat: bool,
+        original_modes: Mapping[tuple[int, int], int],
     ) -> BinaryIO:
-        return reader_of(compressed_chunks(tree_tar(entries, override_stat), compression))
+        chunks = tree_tar(entries, override_stat, original_modes)
+        return reader_of(compressed_chunks(chunks, compression))
 
     def mount_overlay(
         self,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import stat
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 from ...drivers.override import OVERRIDE_XATTR, parse_override
 from .. import TreeEntry
@@ -42,9 +42,14 @@ def _pax_time(nanoseconds: int) -> str:
 class _TarWriter:
     """Header blocks and contents of a tar stream, without a full copy of any file."""
 
-    def __init__(self, override_stat: bool = False) -> None:
+    def __init__(
+        self,
+        override_stat: bool = False,
+        original_modes: Mapping[tuple[int, int], int] | None = None,
+    ) -> None:
         self._links: dict[tuple[int, int], str] = {}
         self._override_stat = override_stat
+        self._original_modes = original_modes or {}
 
     @staticmethod
     def _header(info: tarfile.TarInfo) -> bytes:
@@ -58,7 +63,8 @@ class _TarWriter:
 
     def entry(self, name: str, path: str) -> Iterator[bytes]:
         found = os.lstat(path)
-        mode, rdev = found.st_mode, found.st_rdev
+        mode = self._original_modes.get((found.st_dev, found.st_ino), found.st_mode)
+        rdev = found.st_rdev
         info = tarfile.TarInfo(name)
         info.mode = stat.S_IMODE(mode)
         info.uid, info.gid = found.st_uid, found.st_gid
@@ -122,10 +128,15 @@ class _TarWriter:
             yield bytes(BLOCK - found.st_size % BLOCK)
 
 
-def tree_tar(entries: Iterable[TreeEntry], override_stat: bool = False) -> Iterator[bytes]:
+def tree_tar(
+    entries: Iterable[TreeEntry],
+    override_stat: bool = False,
+    original_modes: Mapping[tuple[int, int], int] | None = None,
+) -> Iterator[bytes]:
     """The tar of ``entries`` (see :data:`~layerstore.engines.TreeEntry`), in order;
-    ``override_stat`` as :meth:`~layerstore.engines.Engine.open_tree_diff` says."""
-    writer = _TarWriter(override_stat)
+    ``override_stat`` and ``original_modes`` as
+    :meth:`~layerstore.engines.Engine.open_tree_diff` says."""
+    writer = _TarWriter(override_stat, original_modes)
     for name, path in entries:
         if path is None:
             yield writer.whiteout(name)
