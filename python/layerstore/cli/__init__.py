@@ -313,6 +313,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         help="delete them even if images or containers use them (and the images with them)",
     )
     _add_image_verbs(verb, with_json)
+    unshare = verb(
+        "unshare",
+        None,
+        "run a command in a user namespace mapped as rootless podman maps it (podman unshare)",
+    )
+    unshare.add_argument(
+        "unshare_command",
+        metavar="COMMAND",
+        nargs=argparse.REMAINDER,
+        help="the command and its arguments (default: $SHELL); put -- before it",
+    )
     verb("demo", None, "import, mount and diff two layers in a temporary store, timing each step")
     if only is not None and only not in commands.choices:
         return build_parser()
@@ -544,6 +555,16 @@ def _open_store(arguments: argparse.Namespace) -> LayerStore:
         raise CommandError(f"cannot open the store at {root!r}: {os_error(exc)}") from None
 
 
+def _unshare(command: list[str]) -> int:
+    """``unshare``: COMMAND's exit status, run as root of a user namespace (and a mount
+    namespace) with the user's subordinate ids, as ``podman unshare`` runs it."""
+    from ..userns import run_in_namespace
+
+    if command[:1] == ["--"]:
+        command = command[1:]
+    return run_in_namespace(command or [os.environ.get("SHELL", "/bin/sh")])
+
+
 def _verb(name: str) -> Verb:
     """The function the parser named ``MODULE.FUNCTION``, imported now."""
     module, _, function = name.partition(".")
@@ -572,6 +593,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _warn_in_one_line()
     store: LayerStore | None = None
     try:
+        if arguments.command == "unshare":
+            return _unshare(arguments.unshare_command)
         if arguments.command == "demo":
             from .demo import run_demo
 

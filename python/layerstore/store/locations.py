@@ -14,6 +14,26 @@ from collections.abc import Mapping
 __all__ = ["default_root", "default_run_root"]
 
 
+def _user(environ: Mapping[str, str], euid: int | None) -> int:
+    """The effective uid, or in a user namespace made for a user (``layerstore unshare``,
+    ``podman unshare``: ``_CONTAINERS_ROOTLESS_UID`` set, the uid map not the initial one) that
+    user's: its root is that user, whose defaults it keeps, as containers/storage's
+    ``GetRootlessUID`` makes podman keep them."""
+    if euid is not None:
+        return euid
+    euid = os.geteuid()
+    rootless = environ.get("_CONTAINERS_ROOTLESS_UID", "")
+    if euid == 0 and rootless.isdigit():
+        try:
+            with open("/proc/self/uid_map") as file:
+                initial = file.readline().split() == ["0", "0", "4294967295"]
+        except OSError:
+            initial = True
+        if not initial:
+            return int(rootless)
+    return euid
+
+
 def default_root(environ: Mapping[str, str] | None = None, euid: int | None = None) -> str:
     """The store's root when none is given.
 
@@ -21,9 +41,9 @@ def default_root(environ: Mapping[str, str] | None = None, euid: int | None = No
     ``$XDG_DATA_HOME/layerstore`` (``~/.local/share/layerstore``) for everyone else.
     """
     environ = os.environ if environ is None else environ
-    euid = os.geteuid() if euid is None else euid
     if environ.get("LAYERSTORE_ROOT"):
         return environ["LAYERSTORE_ROOT"]
+    euid = _user(environ, euid)
     if euid == 0:
         return "/var/lib/layerstore"
     data_home = environ.get("XDG_DATA_HOME") or os.path.join(
@@ -47,9 +67,9 @@ def default_run_root(
     shared /tmp could be made beforehand by another user.
     """
     environ = os.environ if environ is None else environ
-    euid = os.geteuid() if euid is None else euid
     if environ.get("LAYERSTORE_RUN_ROOT"):
         return environ["LAYERSTORE_RUN_ROOT"]
+    euid = _user(environ, euid)
     if euid == 0:
         base = "/run/layerstore"
     elif environ.get("XDG_RUNTIME_DIR"):
