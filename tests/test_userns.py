@@ -171,9 +171,12 @@ def subid_user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SubidUser]:
             pytest.skip(f"this machine refuses the user namespace: {probe.stderr.strip()}")
         yield SubidUser(name, uid, gid, work, uid_ranges[0][0], gid_ranges[0][0])
     finally:
-        subprocess.run(["userdel", name], check=False)
+        removed = subprocess.run(["userdel", name], capture_output=True, text=True, check=False)
+        # userdel leaves the user's subordinate ranges on some systems: remove them too.
         for path in ("/etc/subuid", "/etc/subgid"):
             _remove_lines_of(path, name, uid)
+        if removed.returncode != 0:
+            pytest.fail(f"the test user {name} was not removed: {removed.stderr.strip()}")
 
 
 def _as(user: str, work: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
