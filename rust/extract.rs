@@ -483,7 +483,8 @@ impl Extractor {
         let path = self.path_of(directory);
         match self.format {
             WhiteoutFormat::Overlay => {
-                let name: &CStr = if self.privileged {
+                // In a user namespace trusted.* is refused; overlay reads user.* with userxattr.
+                let name: &CStr = if self.privileged && !self.in_user_namespace {
                     c"trusted.overlay.opaque"
                 } else {
                     c"user.overlay.opaque"

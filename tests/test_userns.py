@@ -4,12 +4,14 @@ that matches a root store of the same layers, with the host owners podman gives 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import stat
 import subprocess
 import sys
+import tarfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +30,8 @@ from layerstore.userns import (
     subordinate_ranges,
 )
 
-from .test_rootless import expected_stats, multi_owner_layer, owner_change_layer
+from .conftest import overlay_usable
+from .test_rootless import _member, expected_stats, multi_owner_layer, owner_change_layer
 
 DEVICES = ("dev/null", "dev/sda")  # Go skips device nodes in a user namespace, and so do we
 
@@ -171,10 +174,15 @@ def subid_user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SubidUser]:
             pytest.skip(f"this machine refuses the user namespace: {probe.stderr.strip()}")
         yield SubidUser(name, uid, gid, work, uid_ranges[0][0], gid_ranges[0][0])
     finally:
+        # userdel leaves the ranges here (Debian 12): usermod removes them under shadow's
+        # locks, so another test adding a user meanwhile keeps its own.
+        for option, path in (("--del-subuids", "/etc/subuid"), ("--del-subgids", "/etc/subgid")):
+            for start, count in subordinate_ranges(path, name, uid):
+                subprocess.run(["usermod", option, f"{start}-{start + count - 1}", name],
+                               capture_output=True, check=False)  # fmt: skip
         removed = subprocess.run(["userdel", name], capture_output=True, text=True, check=False)
-        # userdel leaves the user's subordinate ranges on some systems: remove them too.
         for path in ("/etc/subuid", "/etc/subgid"):
-            _remove_lines_of(path, name, uid)
+            _remove_lines_of(path, name, uid)  # what usermod could not remove
         if removed.returncode != 0:
             pytest.fail(f"the test user {name} was not removed: {removed.stderr.strip()}")
 
@@ -336,3 +344,99 @@ def test_status_outside_the_namespace_says_how_to_get_one(subid_user: SubidUser)
     assert "layerstore unshare -- COMMAND" in facts["Ownership because"]
     if stat.S_ISDIR(store.stat().st_mode):
         shutil.rmtree(store)
+
+
+def whiteout_layer() -> bytes:
+    """A child of :func:`multi_owner_layer` that deletes a file and makes a directory opaque."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        _member(tar, "etc", tarfile.DIRTYPE, 0o755)
+        _member(tar, "etc/.wh.hostname")
+        _member(tar, "home", tarfile.DIRTYPE, 0o755)
+        _member(tar, "home/.wh..wh..opq")
+        _member(tar, "home/new", mode=0o640, owner=(1000, 2000), data=b"new\n")
+    return buffer.getvalue()
+
+
+# Runs inside `layerstore unshare`: overlay, if the kernel mounts it in the namespace.
+_OVERLAY = r"""
+import json, os, sys
+from pathlib import Path
+from layerstore import LayerStore
+root, engine, base_path, child_path = sys.argv[1:5]
+with LayerStore(root, engine=engine) as store:
+    facts = dict(store.status())
+    if store.driver.name != "overlay":
+        print(json.dumps({"driver": store.driver.name, "why": facts["Driver chosen because"]}))
+        sys.exit(0)
+    base, _ = store.put(open(base_path, "rb").read())
+    child, _ = store.put(open(child_path, "rb").read(), parent=base.id)
+    diffs = []
+    for layer in (base, child):
+        with store.diff(layer.id, compression="none") as stream:
+            diffs.append(stream.read().hex())
+    merged = Path(store.mount(child.id))
+    tree = {}
+    for path in sorted(merged.rglob("*")):
+        info = path.lstat()
+        tree[path.relative_to(merged).as_posix()] = (info.st_uid, info.st_gid, info.st_mode)
+    mounts = [line.split() for line in open("/proc/self/mounts")]
+    options = [fields[3] for fields in mounts if fields[1] == str(merged)]
+    store.unmount(child.id)
+    print(json.dumps({
+        "driver": store.driver.name,
+        "why": facts["Driver chosen because"],
+        "diffs": diffs,
+        "tree": tree,
+        "options": options,
+        "changes": [(c.path, str(c.kind)) for c in store.changes(child.id)],
+        "check": [str(problem) for problem in store.check(contents=True)],
+    }))
+"""
+
+
+def test_overlay_in_the_namespace_matches_a_root_store(
+    subid_user: SubidUser, engine: Engine, tmp_path: Path
+) -> None:
+    user = subid_user
+    base, child = multi_owner_layer(), whiteout_layer()
+    blobs = user.work / f"overlay-blobs-{engine.name}"
+    blobs.mkdir()
+    (blobs / "base.tar").write_bytes(base)
+    (blobs / "child.tar").write_bytes(child)
+    subprocess.run(["chmod", "-R", "a+rX", str(blobs)], check=True)
+    store_root = user.work / "home" / f"overlay-store-{engine.name}"
+    done = _as(
+        user.name, user.work, "-m", "layerstore", "unshare", "--", _PYTHON, "-c", _OVERLAY,
+        str(store_root), engine.name, str(blobs / "base.tar"), str(blobs / "child.tar"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    if report["driver"] != "overlay":
+        pytest.skip(f"no overlay in a user namespace here: {report['why']}")
+    assert "userxattr" in report["why"]
+    assert "userxattr" in report["options"][0].split(",")
+    assert [bytes.fromhex(diff) for diff in report["diffs"]] == [base, child]
+    assert report["check"] == []
+    if not overlay_usable():
+        pytest.skip("no overlay for root here to compare with")
+    with LayerStore(tmp_path / "root-store", driver="overlay", engine=engine) as store:
+        root_base, _ = store.put(base)
+        root_child, _ = store.put(child, parent=root_base.id)
+        expected_changes = [[c.path, str(c.kind)] for c in store.changes(root_child.id)]
+        merged = Path(store.mount(root_child.id))
+        try:
+            expected_tree = {
+                path.relative_to(merged).as_posix(): (
+                    path.lstat().st_uid, path.lstat().st_gid, path.lstat().st_mode
+                )
+                for path in sorted(merged.rglob("*"))
+                if path.relative_to(merged).as_posix() not in DEVICES
+            }  # fmt: skip
+        finally:
+            store.unmount(root_child.id)
+    assert report["changes"] == expected_changes
+    assert "etc/hostname" not in report["tree"]
+    assert "home/user" not in report["tree"]
+    assert report["tree"]["home/new"] == [1000, 2000, stat.S_IFREG | 0o640]
+    assert {name: tuple(value) for name, value in report["tree"].items()} == expected_tree

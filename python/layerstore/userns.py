@@ -27,6 +27,7 @@ __all__ = [
     "ROOTLESS_UID_VARIABLE",
     "NamespaceMapping",
     "describe_ownership",
+    "overlay_namespace_options",
     "podman_mapping",
     "read_id_map",
     "run_in_namespace",
@@ -56,6 +57,14 @@ def running_in_user_namespace() -> bool:
     except OSError:
         return False
     return tuple(first) != _INITIAL_MAP
+
+
+def overlay_namespace_options() -> list[str]:
+    """The overlay mount options a user namespace needs: ``userxattr`` (Linux 5.11+: overlay
+    keeps its whiteout and opaque xattrs as ``user.overlay.*``, which the namespace's root may
+    set), as containers/storage adds it when ``unshare.IsRootless()`` without a mount
+    program; none outside one."""
+    return ["userxattr"] if running_in_user_namespace() else []
 
 
 def read_id_map(path: str = "/proc/self/uid_map") -> tuple[IDMap, ...]:

@@ -80,9 +80,14 @@ class Extractor:
         self._root_override: bytes | None = None  # the root entry's, under force_mask
         self._root_fd = os.open(root, _DIR_FLAGS)
         self._privileged = os.geteuid() == 0
-        # In a user namespace even its root cannot make device nodes: Go skips them there.
+        # In a user namespace even its root cannot make device nodes (Go skips them there)
+        # nor set trusted.* xattrs: overlay is mounted with userxattr, which reads user.*.
         self._in_user_namespace = running_in_user_namespace()
-        self._opaque_xattr = "trusted.overlay.opaque" if self._privileged else "user.overlay.opaque"
+        self._opaque_xattr = (
+            "trusted.overlay.opaque"
+            if self._privileged and not self._in_user_namespace
+            else "user.overlay.opaque"
+        )
         self._cached: tuple[Parts, int] | None = None  # the last parent directory resolved
         self._deferred_dirs: list[tuple[Parts, int, int, int]] = []
         self._extracted: set[bytes] = set()  # vfs: keyed hashes of paths this layer made
