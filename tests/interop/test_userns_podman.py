@@ -1,5 +1,6 @@
-"""A rootless podman (vfs) and layerstore in ``layerstore unshare`` share one user's store, in
-both directions, with the same host owners (docs/rootless.md, issue 19 part 2).
+"""A rootless podman (vfs, and overlay where it works) and layerstore in ``layerstore unshare``
+share one user's store, in both directions, with the same host owners (docs/rootless.md,
+issue 19 part 2).
 
 The user and its subordinate ids come from ``tests/test_userns.py``'s fixture; podman, skopeo
 and layerstore all run as that user, on a store and a configuration below the test's
@@ -41,6 +42,7 @@ class RootlessPodman:
     root: Path
     run_root: Path
     env: dict[str, str]
+    driver: str
 
     def run(self, *command: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -52,7 +54,7 @@ class RootlessPodman:
     def podman(self, *arguments: str) -> subprocess.CompletedProcess[str]:
         return self.run(
             "podman", "--root", str(self.root), "--runroot", str(self.run_root),
-            "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs",
+            "--storage-driver", self.driver, "--cgroup-manager", "cgroupfs",
             "--events-backend", "file", *arguments,
         )  # fmt: skip
 
@@ -64,20 +66,23 @@ class RootlessPodman:
 
     @property
     def transport(self) -> str:
-        return f"containers-storage:[vfs@{self.root}+{self.run_root}]"
+        return f"containers-storage:[{self.driver}@{self.root}+{self.run_root}]"
 
     def layerstore(self, script: str, *arguments: str) -> dict[str, object]:
         """``script`` in ``layerstore unshare``, with the store as argv[1]; its JSON."""
         done = self.run(
             _PYTHON, "-m", "layerstore", "unshare", "--", _PYTHON, "-c", script,
-            str(self.root), str(self.run_root), *arguments,
+            str(self.root), str(self.run_root), self.driver, *arguments,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         return dict(json.loads(done.stdout))
 
 
-@pytest.fixture
-def rootless(subid_user: SubidUser, tmp_path: Path) -> Iterator[RootlessPodman]:
+@pytest.fixture(params=["vfs", "overlay"])
+def rootless(
+    subid_user: SubidUser, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[RootlessPodman]:
+    driver = str(request.param)
     require_tools("podman", "skopeo", "runc")
     base = subid_user.work / "home" / f"podman-{tmp_path.name}"
     run_root = Path(tempfile.mkdtemp(prefix="ls-userns-", dir="/tmp"))  # podman: short paths
@@ -92,7 +97,8 @@ def rootless(subid_user: SubidUser, tmp_path: Path) -> Iterator[RootlessPodman]:
         f'[network]\nnetwork_backend = "cni"\nnetwork_config_dir = "{base / "cni"}"\n'
     )
     (conf / "storage.conf").write_text(
-        f'[storage]\ndriver = "vfs"\ngraphroot = "{base / "storage"}"\nrunroot = "{run_root}"\n'
+        f'[storage]\ndriver = "{driver}"\n'
+        f'graphroot = "{base / "storage"}"\nrunroot = "{run_root}"\n'
     )
     (conf / "registries.conf").write_text("unqualified-search-registries = []\n")
     (conf / "policy.json").write_text('{"default": [{"type": "insecureAcceptAnything"}]}\n')
@@ -111,11 +117,13 @@ def rootless(subid_user: SubidUser, tmp_path: Path) -> Iterator[RootlessPodman]:
         "CONTAINERS_REGISTRIES_CONF": str(conf / "registries.conf"),
         "PYTHONPATH": str(subid_user.work / "py"),
     }
-    podman = RootlessPodman(subid_user, base, base / "storage", run_root / "run", env)
-    probe = podman.podman("info", "--format", "{{.Host.IDMappings.UIDMap}}")
-    if probe.returncode != 0:
+    podman = RootlessPodman(subid_user, base, base / "storage", run_root / "run", env, driver)
+    probe = podman.podman("info", "--format", "{{.Store.GraphDriverName}}")
+    if probe.returncode != 0 or probe.stdout.strip() != driver:
+        _stop_pause_process(base, subid_user.uid)
+        shutil.rmtree(base, ignore_errors=True)
         shutil.rmtree(run_root, ignore_errors=True)
-        pytest.skip(f"rootless podman does not work here: {probe.stderr.strip()}")
+        pytest.skip(f"rootless podman has no {driver} here: {probe.stderr.strip()}")
     try:
         yield podman
     finally:
@@ -162,8 +170,8 @@ def _tree(directory: Path) -> dict[str, tuple[int, int, int]]:
 _READ = r"""
 import hashlib, json, sys
 from layerstore import LayerStore
-root, run_root, name = sys.argv[1:4]
-with LayerStore(root, run_root=run_root, driver="vfs") as store:
+root, run_root, driver, name = sys.argv[1:5]
+with LayerStore(root, run_root=run_root, driver=driver) as store:
     image = store.image(name)
     layers = store.image_layers(image.id)
     diffs = []
@@ -182,8 +190,8 @@ with LayerStore(root, run_root=run_root, driver="vfs") as store:
 _LOAD = r"""
 import json, sys
 from layerstore import LayerStore
-root, run_root, layout, name = sys.argv[1:5]
-with LayerStore(root, run_root=run_root, driver="vfs") as store:
+root, run_root, driver, layout, name = sys.argv[1:6]
+with LayerStore(root, run_root=run_root, driver=driver) as store:
     image = store.load(f"oci:{layout}:test", names=[name])
     layers = store.image_layers(image.id)
     print(json.dumps({"dirs": [store.driver.layer_dir(layer.id) for layer in layers]}))
