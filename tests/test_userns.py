@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from layerstore import IDMap, LayerStore, NotSupported
+from layerstore.cli import main
 from layerstore.engines import Engine
-from layerstore.store.locations import default_root
+from layerstore.store.locations import default_root, podman_rootless_locations
 from layerstore.userns import (
     describe_ownership,
     podman_mapping,
@@ -87,6 +88,25 @@ def test_the_defaults_of_a_namespace_made_for_a_user_are_that_users() -> None:
     if os.geteuid() == 0 and not running_in_user_namespace():
         environ = {"_CONTAINERS_ROOTLESS_UID": "1234", "HOME": "/home/u"}
         assert default_root(environ) == "/var/lib/layerstore"
+
+
+def test_podman_rootless_locations_only_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    environ = {"HOME": "/home/u", "XDG_RUNTIME_DIR": "/run/user/7"}
+    assert podman_rootless_locations(environ, euid=7) == (
+        "/home/u/.local/share/containers/storage",
+        "/run/user/7/containers",
+    )
+    assert podman_rootless_locations({"XDG_DATA_HOME": "/d", "HOME": "/h"}, euid=7) == (
+        "/d/containers/storage",
+        None,
+    )
+    # The defaults never name podman's storage.
+    assert "containers" not in default_root(environ, euid=7)
+    with pytest.raises(ValueError, match="non-root user's"):
+        podman_rootless_locations(environ, euid=0)
+    if os.geteuid() == 0 and not running_in_user_namespace():
+        assert main(["--podman-store", "status"]) == 2
+        assert "name the store with --root" in capsys.readouterr().err
 
 
 @dataclass(frozen=True)
@@ -313,6 +333,19 @@ def test_a_store_in_a_user_namespace_matches_a_root_store(
         assert info.st_mode == mode, name
     assert report["after_delete"] == [report["dirs"][i].rsplit("/", 1)[1] for i in (0, 1)]
     assert not Path(report["dirs"][2]).exists()
+
+
+def test_podman_store_in_the_namespace_is_the_users_podman_store(subid_user: SubidUser) -> None:
+    home = subid_user.work / "home"
+    done = _as(
+        subid_user.name, subid_user.work, "-m", "layerstore", "unshare", "--", _PYTHON, "-m",
+        "layerstore", "--podman-store", "--driver", "vfs", "status", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    facts = json.loads(done.stdout)
+    assert facts["Root"] == str(home / ".local/share/containers/storage")
+    assert facts["Ownership"].startswith("user namespace")
+    shutil.rmtree(home / ".local", ignore_errors=True)
 
 
 def test_without_ranges_the_error_says_why(subid_user: SubidUser) -> None:

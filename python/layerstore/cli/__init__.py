@@ -124,6 +124,15 @@ def _add_global_options(parser: argparse.ArgumentParser, *, after_verb: bool) ->
         help=shown("leave owners that cannot be set as they are (containers/storage's option)"),
     )
     parser.add_argument(
+        "--podman-store",
+        action="store_true",
+        default=unset_flag,
+        help=shown(
+            "without --root: the store rootless podman uses ($XDG_DATA_HOME/containers/storage, "
+            "run root $XDG_RUNTIME_DIR/containers); run it in 'layerstore unshare'"
+        ),
+    )
+    parser.add_argument(
         "--debug",
         action="store_true",
         default=unset_flag,
@@ -143,7 +152,7 @@ class _Unbuilt(argparse.ArgumentParser):
         return self._dropped
 
 
-_GLOBAL_FLAGS = frozenset(("--read-only", "--debug", "--ignore-chown-errors"))
+_GLOBAL_FLAGS = frozenset(("--read-only", "--debug", "--ignore-chown-errors", "--podman-store"))
 _GLOBAL_OPTIONS = ("--root", "--run-root", "--driver", "--engine", "--force-mask")
 _GLOBAL_ASSIGNED = tuple(f"{option}=" for option in _GLOBAL_OPTIONS)
 
@@ -537,8 +546,17 @@ def _warn_in_one_line() -> None:
 
 
 def _open_store(arguments: argparse.Namespace) -> LayerStore:
-    root = arguments.root or default_root()
-    run_root = arguments.run_root or default_run_root(root=root)
+    root, run_root = arguments.root, arguments.run_root
+    if getattr(arguments, "podman_store", False) and root is None:
+        from ..store.locations import podman_rootless_locations
+
+        try:
+            root, podman_run_root = podman_rootless_locations()
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        run_root = run_root or podman_run_root
+    root = root or default_root()
+    run_root = run_root or default_run_root(root=root)
     from ..store.layer_store import LayerStore
 
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-__all__ = ["default_root", "default_run_root"]
+__all__ = ["default_root", "default_run_root", "podman_rootless_locations"]
 
 
 def _user(environ: Mapping[str, str], euid: int | None) -> int:
@@ -85,3 +85,26 @@ def default_run_root(
 
     digest = hashlib.sha256(os.fsencode(absolute)).hexdigest()[:16]
     return os.path.join(base, "stores", digest)
+
+
+def podman_rootless_locations(
+    environ: Mapping[str, str] | None = None, euid: int | None = None
+) -> tuple[str, str | None]:
+    """The store and run root rootless podman uses for this user, for a store shared with it
+    when asked (``--podman-store``), never by default: ``$XDG_DATA_HOME/containers/storage``
+    (``~/.local/share/containers/storage``) and ``$XDG_RUNTIME_DIR/containers`` (None without
+    a runtime directory), as containers/storage's rootless defaults (``getRootlessStorageOpts``)
+    name them. Root's podman storage is refused: ValueError."""
+    environ = os.environ if environ is None else environ
+    if _user(environ, euid) == 0:
+        raise ValueError(
+            "podman's rootless store is a non-root user's: as root, name the store with --root"
+        )
+    data_home = environ.get("XDG_DATA_HOME") or os.path.join(
+        environ.get("HOME") or os.path.expanduser("~"), ".local", "share"
+    )
+    runtime = environ.get("XDG_RUNTIME_DIR")
+    return (
+        os.path.join(data_home, "containers", "storage"),
+        os.path.join(runtime, "containers") if runtime else None,
+    )
