@@ -473,3 +473,27 @@ def test_overlay_in_the_namespace_matches_a_root_store(
     assert "home/user" not in report["tree"]
     assert report["tree"]["home/new"] == [1000, 2000, stat.S_IFREG | 0o640]
     assert {name: tuple(value) for name, value in report["tree"].items()} == expected_tree
+
+
+def test_outside_the_namespace_the_error_says_to_go_in(subid_user: SubidUser) -> None:
+    user = subid_user
+    blob = user.work / "outside-base.tar"
+    blob.write_bytes(multi_owner_layer(locked=False))  # no mode 000: owners shut us out
+    blob.chmod(0o644)
+    store = user.work / "home" / "outside-store"
+    made = _as(
+        user.name, user.work, "-m", "layerstore", "unshare", "--", _PYTHON, "-m", "layerstore",
+        "--root", str(store), "--driver", "vfs", "import", str(blob),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    layer = made.stdout.split()[0]
+    inside = _as(
+        user.name, user.work, "-m", "layerstore", "unshare", "--", _PYTHON, "-m", "layerstore",
+        "--root", str(store), "changes", layer,
+    )  # fmt: skip
+    assert inside.returncode == 0, inside.stderr
+    assert "/home/user/notes" in inside.stdout
+    outside = _as(user.name, user.work, "-m", "layerstore", "--root", str(store), "changes", layer)
+    assert outside.returncode == 1
+    assert "one of your subordinate ids" in outside.stderr
+    assert "layerstore unshare" in outside.stderr
