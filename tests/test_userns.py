@@ -497,3 +497,13 @@ def test_outside_the_namespace_the_error_says_to_go_in(subid_user: SubidUser) ->
     assert outside.returncode == 1
     assert "one of your subordinate ids" in outside.stderr
     assert "layerstore unshare" in outside.stderr
+
+
+def test_unshare_gives_the_commands_exit_status(subid_user: SubidUser) -> None:
+    for script, status in (("exit 7", 7), ("kill -TERM $$", 128 + 15), ("id -u", 0)):
+        done = _as(subid_user.name, subid_user.work, "-m", "layerstore", "unshare", "--",
+                   "/bin/sh", "-c", script)  # fmt: skip
+        assert done.returncode == status, (script, done.stderr)
+    done = _as(subid_user.name, subid_user.work, "-m", "layerstore", "unshare", "--", "/bin/sh",
+               "-c", "id -u; cat /proc/self/uid_map")  # fmt: skip
+    assert done.stdout.split()[:4] == ["0", "0", str(subid_user.uid), "1"]

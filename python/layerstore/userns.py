@@ -199,9 +199,9 @@ def run_in_namespace(
 ) -> int:
     """Run ``command`` as root of a new user namespace (and mount namespace, unless not
     ``mount_namespace``) mapped by ``mapping`` (default: :func:`podman_mapping`), as ``podman
-    unshare`` does; its exit status. NotSupported says why where the machine refuses: no
-    subordinate ids, no ``newuidmap``/``newgidmap``, the kernel refusing ``unshare`` or the
-    helpers refusing the map."""
+    unshare`` does; its exit status (128 + N if signal N killed it). NotSupported says why
+    where the machine refuses: no subordinate ids, no ``newuidmap``/``newgidmap``, the kernel
+    refusing ``unshare`` or the helpers refusing the map."""
     import shutil  # not loaded by the many processes that never make a namespace
     import subprocess
     import sys
@@ -267,7 +267,13 @@ def run_in_namespace(
     finally:
         if go_write >= 0:
             os.close(go_write)
-    return child.wait()
+    while True:
+        try:
+            status = child.wait()
+            break
+        except KeyboardInterrupt:
+            continue  # the terminal sent the command SIGINT too: it decides, we wait for it
+    return 128 - status if status < 0 else status  # killed by a signal: as a shell says it
 
 
 def describe_ownership(force_mask: int | None, ignore_chown_errors: bool) -> tuple[str, str]:
