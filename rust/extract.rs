@@ -58,6 +58,9 @@ pub struct Extractor {
     root: Root,
     format: WhiteoutFormat,
     privileged: bool,
+    /// In a user namespace even its root cannot make device nodes: they are skipped, as Go's
+    /// `createTarFile` skips them when `inUserns`.
+    in_user_namespace: bool,
     umask: u32,
     dirs: Vec<DeferredDir>,
     /// vfs: paths this layer extracted so far (an opaque directory keeps them).
@@ -374,6 +377,7 @@ impl Extractor {
             root: Root::open(destination)?,
             format,
             privileged: geteuid().is_root(),
+            in_user_namespace: crate::sys::running_in_user_namespace(),
             umask: process_umask(),
             dirs: Vec::new(),
             extracted: PathSet::new(),
@@ -479,7 +483,8 @@ impl Extractor {
         let path = self.path_of(directory);
         match self.format {
             WhiteoutFormat::Overlay => {
-                let name: &CStr = if self.privileged {
+                // In a user namespace trusted.* is refused; overlay reads user.* with userxattr.
+                let name: &CStr = if self.privileged && !self.in_user_namespace {
                     c"trusted.overlay.opaque"
                 } else {
                     c"user.overlay.opaque"
@@ -638,8 +643,8 @@ impl Extractor {
         if self.force_mask.is_some() && matches!(typeflag, b'3' | b'4' | b'6') {
             typeflag = b'0'; // stored as an empty regular file; the xattr says what it is
         }
-        if matches!(typeflag, b'3' | b'4') && !self.privileged {
-            return Ok(()); // device nodes need root
+        if matches!(typeflag, b'3' | b'4') && (!self.privileged || self.in_user_namespace) {
+            return Ok(()); // device nodes need root of the initial user namespace
         }
         if !matches!(
             typeflag,

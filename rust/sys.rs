@@ -114,3 +114,30 @@ pub fn get_xattr_nofollow(path: &CStr, name: &CStr) -> io::Result<Vec<u8>> {
         unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), buffer.cast(), size) }
     })
 }
+
+/// Whether this process runs in a user namespace other than the initial one, read as
+/// containers/storage's `unshare.IsRootless`/`RunningInUserNS` reads it: the first line of
+/// `/proc/self/uid_map` is anything but `0 0 4294967295`.
+#[must_use]
+pub fn running_in_user_namespace() -> bool {
+    let Ok(map) = std::fs::read_to_string("/proc/self/uid_map") else {
+        return false;
+    };
+    let first: Vec<&str> = map
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    first != ["0", "0", "4294967295"]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_initial_namespace_is_not_a_user_namespace() {
+        let map = std::fs::read_to_string("/proc/self/uid_map").unwrap();
+        let initial = map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
+        assert_eq!(super::running_in_user_namespace(), !initial);
+    }
+}

@@ -124,6 +124,15 @@ def _add_global_options(parser: argparse.ArgumentParser, *, after_verb: bool) ->
         help=shown("leave owners that cannot be set as they are (containers/storage's option)"),
     )
     parser.add_argument(
+        "--podman-store",
+        action="store_true",
+        default=unset_flag,
+        help=shown(
+            "without --root: the store rootless podman uses ($XDG_DATA_HOME/containers/storage, "
+            "run root $XDG_RUNTIME_DIR/containers); run it in 'layerstore unshare'"
+        ),
+    )
+    parser.add_argument(
         "--debug",
         action="store_true",
         default=unset_flag,
@@ -143,7 +152,7 @@ class _Unbuilt(argparse.ArgumentParser):
         return self._dropped
 
 
-_GLOBAL_FLAGS = frozenset(("--read-only", "--debug", "--ignore-chown-errors"))
+_GLOBAL_FLAGS = frozenset(("--read-only", "--debug", "--ignore-chown-errors", "--podman-store"))
 _GLOBAL_OPTIONS = ("--root", "--run-root", "--driver", "--engine", "--force-mask")
 _GLOBAL_ASSIGNED = tuple(f"{option}=" for option in _GLOBAL_OPTIONS)
 
@@ -313,6 +322,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         help="delete them even if images or containers use them (and the images with them)",
     )
     _add_image_verbs(verb, with_json)
+    unshare = verb(
+        "unshare",
+        None,
+        "run a command in a user namespace mapped as rootless podman maps it (podman unshare)",
+    )
+    unshare.add_argument(
+        "unshare_command",
+        metavar="COMMAND",
+        nargs=argparse.REMAINDER,
+        help="the command and its arguments (default: $SHELL); put -- before it",
+    )
     verb("demo", None, "import, mount and diff two layers in a temporary store, timing each step")
     if only is not None and only not in commands.choices:
         return build_parser()
@@ -526,8 +546,17 @@ def _warn_in_one_line() -> None:
 
 
 def _open_store(arguments: argparse.Namespace) -> LayerStore:
-    root = arguments.root or default_root()
-    run_root = arguments.run_root or default_run_root(root=root)
+    root, run_root = arguments.root, arguments.run_root
+    if getattr(arguments, "podman_store", False) and root is None:
+        from ..store.locations import podman_rootless_locations
+
+        try:
+            root, podman_run_root = podman_rootless_locations()
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        run_root = run_root or podman_run_root
+    root = root or default_root()
+    run_root = run_root or default_run_root(root=root)
     from ..store.layer_store import LayerStore
 
     try:
@@ -542,6 +571,16 @@ def _open_store(arguments: argparse.Namespace) -> LayerStore:
         )
     except OSError as exc:
         raise CommandError(f"cannot open the store at {root!r}: {os_error(exc)}") from None
+
+
+def _unshare(command: list[str]) -> int:
+    """``unshare``: COMMAND's exit status, run as root of a user namespace (and a mount
+    namespace) with the user's subordinate ids, as ``podman unshare`` runs it."""
+    from ..userns import run_in_namespace
+
+    if command[:1] == ["--"]:
+        command = command[1:]
+    return run_in_namespace(command or [os.environ.get("SHELL", "/bin/sh")])
 
 
 def _verb(name: str) -> Verb:
@@ -572,6 +611,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _warn_in_one_line()
     store: LayerStore | None = None
     try:
+        if arguments.command == "unshare":
+            return _unshare(arguments.unshare_command)
         if arguments.command == "demo":
             from .demo import run_demo
 

@@ -53,6 +53,37 @@ def one_line(text: str) -> str:
     return " ".join(text.splitlines()) or "unknown error"
 
 
+def _subordinate_owner(name: object) -> int | None:
+    """The owner of ``name`` or of its nearest parent that can be looked at, if that owner is
+    one of this user's subordinate uids (``/etc/subuid``); else None."""
+    if not isinstance(name, str | bytes) or os.geteuid() == 0:
+        return None
+    path = os.fsdecode(name)
+    while path:
+        try:
+            uid = os.lstat(path).st_uid
+            break
+        except OSError:
+            parent = os.path.dirname(path)
+            if parent == path:
+                return None
+            path = parent
+    else:
+        return None
+    if uid == os.geteuid():
+        return None
+    import pwd
+
+    from ..userns import subordinate_ranges
+
+    try:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        user = str(os.geteuid())
+    ranges = subordinate_ranges("/etc/subuid", user, os.geteuid())
+    return uid if any(start <= uid < start + count for start, count in ranges) else None
+
+
 def os_error(
     exc: OSError, subject: str | None = None, *, reading: bool = False, owner: bool = False
 ) -> str:
@@ -69,10 +100,18 @@ def os_error(
     if reading and exc.errno in (errno.EACCES, errno.EPERM):
         return f"{text}: check the file's permissions"
     if owner and exc.errno in (errno.EACCES, errno.EPERM):
+        subordinate = _subordinate_owner(name)
+        if subordinate is not None:
+            return (
+                f"{text}: it belongs to uid {subordinate}, one of your subordinate ids: the "
+                "store was written in a user namespace; run the command in 'layerstore "
+                "unshare -- ...' too (docs/rootless.md)"
+            )
         return (
             f"{text}: the store is yours, but this file's owner or mode shuts you out; "
             "`layerstore check` finds modes a killed process left widened, `repair` puts them "
-            "back (docs/rootless.md)"
+            "back; a store written in 'layerstore unshare' (with subordinate ids) is read "
+            "there, as root reads it (docs/rootless.md)"
         )
     if exc.errno in (errno.EACCES, errno.EPERM):
         return f"{text}: run as a user who may write the store, or add --read-only to only read it"

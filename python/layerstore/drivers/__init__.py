@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from ..engines import Engine, TreeEntry
 from ..errors import LayerStoreError
 from ..layer import IDMap
+from ..userns import overlay_namespace_options, running_in_user_namespace
 from .idmaps import shift_ownership
 from .unlock import Grants, copy_original_modes, unlocked
 
@@ -279,7 +280,9 @@ _probed: dict[int, tuple[bool, str]] = {}  # by device of the store's root: prob
 def _overlay_available(root: str, engine: Engine) -> tuple[bool, str]:
     """Whether an overlay mount works under ``root``, found by trying one (once per device)."""
     if os.geteuid() != 0:
-        return False, "overlay mounts need root here; using vfs"
+        return False, (
+            "overlay mounts need root or a user namespace ('layerstore unshare'); using vfs"
+        )
     try:
         with open("/proc/filesystems", encoding="ascii") as filesystems:
             known = {line.split()[-1] for line in filesystems if line.strip()}
@@ -309,11 +312,16 @@ def _probe_overlay(root: str, engine: Engine) -> tuple[bool, str]:
                 os.path.join(probe, "upper"),
                 os.path.join(probe, "work"),
                 merged,
-                [],
+                overlay_namespace_options(),
             )
         except OSError as exc:
             return False, f"an overlay mount under {root} failed ({exc}); using vfs"
         engine.unmount(merged, detach=True)
+        if running_in_user_namespace():
+            return (
+                True,
+                f"an overlay mount with userxattr under {root} works in this user namespace",
+            )
         return True, f"an overlay mount under {root} works"
     finally:
         shutil.rmtree(probe, ignore_errors=True)

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 
 from ..engines import TreeEntry
 from ..errors import LayerStoreError
+from ..userns import overlay_namespace_options
 from . import DEFAULT_LAYER_MODE, STAGING_DIR_NAME, Driver, remove_tree
 from .changes import (
     OPAQUE_MARKER,
@@ -152,7 +153,8 @@ class OverlayDriver(Driver):
             lowers = lowers or [self._empty(layer_id)]
             upper, work = diff, os.path.join(layer_dir, "work")
             os.makedirs(work, mode=0o700, exist_ok=True)
-        self.engine.mount_overlay(lowers, upper, work, merged, list(options))
+        extra = [option for option in overlay_namespace_options() if option not in options]
+        self.engine.mount_overlay(lowers, upper, work, merged, [*options, *extra])
         return merged
 
     def _empty(self, layer_id: str) -> str:

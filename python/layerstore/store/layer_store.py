@@ -904,12 +904,17 @@ class LayerStore(ImageMethods):
         """Facts about the store for people, as (key, value) pairs."""
         with self._reading():
             count = sum(1 for _ in self._index.visible())
+        from ..userns import describe_ownership
+
+        ownership, why = describe_ownership(self.force_mask, self.ignore_chown_errors)
         return [
             ("Root", self.root),
             ("Run root", self.run_root),
             *self.driver.status(),
             ("Driver chosen because", self._driver_reason),
             ("Engine", self.engine.name),
+            ("Ownership", ownership),
+            ("Ownership because", why),
             ("Read-only", "yes" if self.read_only else "no"),
             ("Layers", str(count)),
         ]

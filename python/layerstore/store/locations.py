@@ -11,7 +11,27 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-__all__ = ["default_root", "default_run_root"]
+__all__ = ["default_root", "default_run_root", "podman_rootless_locations"]
+
+
+def _user(environ: Mapping[str, str], euid: int | None) -> int:
+    """The effective uid, or in a user namespace made for a user (``layerstore unshare``,
+    ``podman unshare``: ``_CONTAINERS_ROOTLESS_UID`` set, the uid map not the initial one) that
+    user's: its root is that user, whose defaults it keeps, as containers/storage's
+    ``GetRootlessUID`` makes podman keep them."""
+    if euid is not None:
+        return euid
+    euid = os.geteuid()
+    rootless = environ.get("_CONTAINERS_ROOTLESS_UID", "")
+    if euid == 0 and rootless.isdigit():
+        try:
+            with open("/proc/self/uid_map") as file:
+                initial = file.readline().split() == ["0", "0", "4294967295"]
+        except OSError:
+            initial = True
+        if not initial:
+            return int(rootless)
+    return euid
 
 
 def default_root(environ: Mapping[str, str] | None = None, euid: int | None = None) -> str:
@@ -21,9 +41,9 @@ def default_root(environ: Mapping[str, str] | None = None, euid: int | None = No
     ``$XDG_DATA_HOME/layerstore`` (``~/.local/share/layerstore``) for everyone else.
     """
     environ = os.environ if environ is None else environ
-    euid = os.geteuid() if euid is None else euid
     if environ.get("LAYERSTORE_ROOT"):
         return environ["LAYERSTORE_ROOT"]
+    euid = _user(environ, euid)
     if euid == 0:
         return "/var/lib/layerstore"
     data_home = environ.get("XDG_DATA_HOME") or os.path.join(
@@ -47,9 +67,9 @@ def default_run_root(
     shared /tmp could be made beforehand by another user.
     """
     environ = os.environ if environ is None else environ
-    euid = os.geteuid() if euid is None else euid
     if environ.get("LAYERSTORE_RUN_ROOT"):
         return environ["LAYERSTORE_RUN_ROOT"]
+    euid = _user(environ, euid)
     if euid == 0:
         base = "/run/layerstore"
     elif environ.get("XDG_RUNTIME_DIR"):
@@ -65,3 +85,26 @@ def default_run_root(
 
     digest = hashlib.sha256(os.fsencode(absolute)).hexdigest()[:16]
     return os.path.join(base, "stores", digest)
+
+
+def podman_rootless_locations(
+    environ: Mapping[str, str] | None = None, euid: int | None = None
+) -> tuple[str, str | None]:
+    """The store and run root rootless podman uses for this user, for a store shared with it
+    when asked (``--podman-store``), never by default: ``$XDG_DATA_HOME/containers/storage``
+    (``~/.local/share/containers/storage``) and ``$XDG_RUNTIME_DIR/containers`` (None without
+    a runtime directory), as containers/storage's rootless defaults (``getRootlessStorageOpts``)
+    name them. Root's podman storage is refused: ValueError."""
+    environ = os.environ if environ is None else environ
+    if _user(environ, euid) == 0:
+        raise ValueError(
+            "podman's rootless store is a non-root user's: as root, name the store with --root"
+        )
+    data_home = environ.get("XDG_DATA_HOME") or os.path.join(
+        environ.get("HOME") or os.path.expanduser("~"), ".local", "share"
+    )
+    runtime = environ.get("XDG_RUNTIME_DIR")
+    return (
+        os.path.join(data_home, "containers", "storage"),
+        os.path.join(runtime, "containers") if runtime else None,
+    )

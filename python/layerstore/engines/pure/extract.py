@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 from ...drivers.override import OVERRIDE_XATTR, format_override
 from ...errors import InvalidLayerData
+from ...userns import running_in_user_namespace
 from .. import WhiteoutFormat
 from .confine import DIRECTORY_FLAGS as _DIR_FLAGS
 from .confine import Parts, confine, open_directory, shown
@@ -79,7 +80,14 @@ class Extractor:
         self._root_override: bytes | None = None  # the root entry's, under force_mask
         self._root_fd = os.open(root, _DIR_FLAGS)
         self._privileged = os.geteuid() == 0
-        self._opaque_xattr = "trusted.overlay.opaque" if self._privileged else "user.overlay.opaque"
+        # In a user namespace even its root cannot make device nodes (Go skips them there)
+        # nor set trusted.* xattrs: overlay is mounted with userxattr, which reads user.*.
+        self._in_user_namespace = running_in_user_namespace()
+        self._opaque_xattr = (
+            "trusted.overlay.opaque"
+            if self._privileged and not self._in_user_namespace
+            else "user.overlay.opaque"
+        )
         self._cached: tuple[Parts, int] | None = None  # the last parent directory resolved
         self._deferred_dirs: list[tuple[Parts, int, int, int]] = []
         self._extracted: set[bytes] = set()  # vfs: keyed hashes of paths this layer made
@@ -307,7 +315,7 @@ class Extractor:
     def _special_file(self, parent_fd: int, base: bytes, entry: TarEntry) -> None:
         if entry.typeflag == TYPE_FIFO:
             kind = stat.S_IFIFO
-        elif not self._privileged:
+        elif not self._privileged or self._in_user_namespace:
             return  # device nodes need privileges; Go skips them in a user namespace too
         else:
             kind = stat.S_IFCHR if entry.typeflag == TYPE_CHAR else stat.S_IFBLK
