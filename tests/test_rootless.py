@@ -232,6 +232,31 @@ with LayerStore(root, driver="vfs", engine=engine, **options) as store:
 _DEPENDENCIES = ("filelock", "zstandard", "tqdm", "urllib3", "certifi")
 
 
+def user_workspace(tmp_path_factory: pytest.TempPathFactory, prefix: str, user: str) -> Path:
+    """A directory ``user`` can read, holding a copy of layerstore and its dependencies in
+    ``py`` (this interpreter's may sit where it cannot read) and a ``home`` it owns."""
+    work = tmp_path_factory.mktemp(prefix)
+    work.chmod(0o755)
+    packages = work / "py"
+    packages.mkdir()
+    import layerstore
+
+    shutil.copytree(Path(layerstore.__file__).parent, packages / "layerstore")
+    for dependency in _DEPENDENCIES:
+        module = __import__(dependency)
+        shutil.copytree(Path(module.__file__).parent, packages / dependency)
+    subprocess.run(["chmod", "-R", "a+rX", str(work)], check=True)
+    # tmp_path_factory's base directory may be private to root: walk up and open the path.
+    for parent in work.parents:
+        if parent == Path("/"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o011)
+    home = work / "home"
+    home.mkdir()
+    shutil.chown(home, user, user)
+    return work
+
+
 @pytest.fixture(scope="module")
 def unprivileged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A new user (removed afterwards) and a directory it owns holding a copy of layerstore
@@ -243,26 +268,7 @@ def unprivileged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     name = f"lsrl{uuid.uuid4().hex[:8]}"
     subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/false", name], check=True)
     try:
-        work = tmp_path_factory.mktemp("unprivileged")
-        work.chmod(0o755)
-        packages = work / "py"
-        packages.mkdir()
-        import layerstore
-
-        shutil.copytree(Path(layerstore.__file__).parent, packages / "layerstore")
-        for dependency in _DEPENDENCIES:
-            module = __import__(dependency)
-            shutil.copytree(Path(module.__file__).parent, packages / dependency)
-        subprocess.run(["chmod", "-R", "a+rX", str(work)], check=True)
-        # tmp_path_factory's base directory may be private to root: walk up and open the path.
-        for parent in work.parents:
-            if parent == Path("/"):
-                break
-            parent.chmod(parent.stat().st_mode | 0o011)
-        home = work / "home"
-        home.mkdir()
-        shutil.chown(home, name, name)
-        yield name, work
+        yield name, user_workspace(tmp_path_factory, "unprivileged", name)
     finally:
         subprocess.run(["userdel", name], check=False)
 

@@ -32,7 +32,13 @@ from layerstore.userns import (
 )
 
 from .conftest import overlay_usable
-from .test_rootless import _member, expected_stats, multi_owner_layer, owner_change_layer
+from .test_rootless import (
+    _member,
+    expected_stats,
+    multi_owner_layer,
+    owner_change_layer,
+    user_workspace,
+)
 
 DEVICES = ("dev/null", "dev/sda")  # Go skips device nodes in a user namespace, and so do we
 
@@ -119,7 +125,6 @@ class SubidUser:
     gid_start: int
 
 
-_DEPENDENCIES = ("filelock", "zstandard", "tqdm", "urllib3", "certifi")
 _PYTHON = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
 
 
@@ -171,24 +176,7 @@ def subid_user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SubidUser]:
         gid_ranges = subordinate_ranges("/etc/subgid", name, uid)
         assert uid_ranges[0][1] >= 65536
         assert gid_ranges[0][1] >= 65536
-        work = tmp_path_factory.mktemp("subid-user")
-        work.chmod(0o755)
-        packages = work / "py"
-        packages.mkdir()
-        import layerstore
-
-        shutil.copytree(Path(layerstore.__file__).parent, packages / "layerstore")
-        for dependency in _DEPENDENCIES:
-            module = __import__(dependency)
-            shutil.copytree(Path(module.__file__).parent, packages / dependency)
-        subprocess.run(["chmod", "-R", "a+rX", str(work)], check=True)
-        for parent in work.parents:
-            if parent == Path("/"):
-                break
-            parent.chmod(parent.stat().st_mode | 0o011)
-        home = work / "home"
-        home.mkdir()
-        shutil.chown(home, name, name)
+        work = user_workspace(tmp_path_factory, "subid-user", name)
         probe = _as(name, work, "-m", "layerstore", "unshare", "--", "true")
         if probe.returncode != 0:
             pytest.skip(f"this machine refuses the user namespace: {probe.stderr.strip()}")
@@ -205,6 +193,15 @@ def subid_user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SubidUser]:
             _remove_lines_of(path, name, uid)  # what usermod could not remove
         if removed.returncode != 0:
             pytest.fail(f"the test user {name} was not removed: {removed.stderr.strip()}")
+
+
+def _readable_blobs(directory: Path, base: bytes, child: bytes) -> Path:
+    """``directory`` holding ``base.tar`` and ``child.tar``, readable by every user."""
+    directory.mkdir()
+    (directory / "base.tar").write_bytes(base)
+    (directory / "child.tar").write_bytes(child)
+    subprocess.run(["chmod", "-R", "a+rX", str(directory)], check=True)
+    return directory
 
 
 def _as(user: str, work: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
@@ -267,11 +264,7 @@ def test_a_store_in_a_user_namespace_matches_a_root_store(
 ) -> None:
     user = subid_user
     base, child = multi_owner_layer(), owner_change_layer()
-    blobs = user.work / f"blobs-{engine.name}"
-    blobs.mkdir()
-    (blobs / "base.tar").write_bytes(base)
-    (blobs / "child.tar").write_bytes(child)
-    subprocess.run(["chmod", "-R", "a+rX", str(blobs)], check=True)
+    blobs = _readable_blobs(user.work / f"blobs-{engine.name}", base, child)
     store_root = user.work / "home" / f"store-{engine.name}"
     done = _as(
         user.name, user.work, "-m", "layerstore", "unshare", "--", _PYTHON, "-c", _IN_NAMESPACE,
@@ -433,11 +426,7 @@ def test_overlay_in_the_namespace_matches_a_root_store(
 ) -> None:
     user = subid_user
     base, child = multi_owner_layer(), whiteout_layer()
-    blobs = user.work / f"overlay-blobs-{engine.name}"
-    blobs.mkdir()
-    (blobs / "base.tar").write_bytes(base)
-    (blobs / "child.tar").write_bytes(child)
-    subprocess.run(["chmod", "-R", "a+rX", str(blobs)], check=True)
+    blobs = _readable_blobs(user.work / f"overlay-blobs-{engine.name}", base, child)
     store_root = user.work / "home" / f"overlay-store-{engine.name}"
     done = _as(
         user.name, user.work, "-m", "layerstore", "unshare", "--", _PYTHON, "-c", _OVERLAY,
