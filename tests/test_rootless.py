@@ -273,7 +273,7 @@ def unprivileged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
         subprocess.run(["userdel", name], check=False)
 
 
-def run_as(user: str, work: Path, *arguments: str) -> str:
+def run_as(user: str, work: Path, *arguments: str, script: str = _AS_USER) -> str:
     command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
     environment = {"PYTHONPATH": str(work / "py"), "HOME": str(work / "home"), "PATH": "/usr/bin"}
     # sys.executable may be where the user cannot read it: the system's python3 of this version.
@@ -281,7 +281,7 @@ def run_as(user: str, work: Path, *arguments: str) -> str:
     if not os.access(python, os.X_OK):
         pytest.skip(f"{python} is missing: the unprivileged user needs an interpreter")
     done = subprocess.run(
-        [*command, python, "-c", _AS_USER, *arguments],
+        [*command, python, "-c", script, *arguments],
         env=environment,
         capture_output=True,
         text=True,
@@ -290,6 +290,42 @@ def run_as(user: str, work: Path, *arguments: str) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+_PUT_WARNINGS = r"""
+import json, sys, warnings
+from layerstore import LayerStore, OwnersLostWarning
+root, engine, option, blob = sys.argv[1:5]
+options = {"": {}, "ignore": {"ignore_chown_errors": True}, "mask": {"force_mask": 0o700}}
+with LayerStore(root, driver="vfs", engine=engine, **options[option]) as store:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        layer, _ = store.put(open(blob, "rb").read())
+        chain = store.put_chain([open(blob, "rb").read()], parent=layer.id)
+print(json.dumps([str(w.message) for w in caught if w.category is OwnersLostWarning]))
+"""
+
+
+@pytest.mark.parametrize("option", ["", "ignore", "mask"])
+def test_an_unprivileged_put_says_when_owners_are_lost(
+    unprivileged: tuple[str, Path], engine: Engine, option: str
+) -> None:
+    """Without root, and asked for neither option, a put (and each layer of a chain) warns
+    that the tar's owners became the user's; with ignore_chown_errors or force_mask it is
+    silent (the caller chose)."""
+    user, work = unprivileged
+    blob = work / f"warn-{engine.name}-{option or 'plain'}.tar"
+    blob.write_bytes(multi_owner_layer())
+    blob.chmod(0o644)
+    store = work / "home" / f"warn-{engine.name}-{option or 'plain'}"
+    found = json.loads(run_as(user, work, str(store), engine.name, option, str(blob),
+                              script=_PUT_WARNINGS))  # fmt: skip
+    if option:
+        assert found == []
+    else:
+        assert len(found) == 2
+        assert "uids [0, " in found[0]
+        assert "force_mask keeps them" in found[0]
 
 
 @pytest.mark.parametrize("option", ["force_mask", "ignore_chown_errors"])

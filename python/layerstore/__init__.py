@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         LayerUsedByImage,
         MountError,
         NotSupported,
+        OwnersLostWarning,
         RegistryError,
         StoreIsReadOnly,
     )
@@ -78,6 +79,7 @@ __all__ = [
     "LayerUsedByImage",
     "MountError",
     "NotSupported",
+    "OwnersLostWarning",
     "Problem",
     "ProblemKind",
     "RegistryError",
@@ -115,6 +117,7 @@ _EXPORTS = {
     "LayerUsedByImage": ".errors",
     "MountError": ".errors",
     "NotSupported": ".errors",
+    "OwnersLostWarning": ".errors",
     "RegistryError": ".errors",
     "StoreIsReadOnly": ".errors",
     "Image": ".image",

@@ -31,6 +31,7 @@ __all__ = [
     "LayerUsedByImage",
     "MountError",
     "NotSupported",
+    "OwnersLostWarning",
     "RegistryError",
     "StoreIsReadOnly",
 ]
@@ -154,3 +155,9 @@ class ChainFailed(LayerStoreError):
         super().__init__(message)
         self.index = index
         self.committed = committed
+
+
+class OwnersLostWarning(UserWarning):
+    """An unprivileged put gave the tar's files to the caller: their owners (and device
+    nodes) are lost. A warning, not an error: the diff is unchanged, and ``force_mask``,
+    ``ignore_chown_errors`` or a user namespace (docs/rootless.md) are the caller's choice."""

@@ -58,6 +58,7 @@ from ..errors import (
     LayerStoreError,
     LayerUnknown,
     NotSupported,
+    OwnersLostWarning,
     StoreIsReadOnly,
 )
 from ..faults import fault
@@ -1082,8 +1083,33 @@ class LayerStore(ImageMethods):
             self.driver.staged_applied(target, None)
             raise
         self.driver.staged_applied(target, staging.tar_split)
+        self._warn_if_owners_lost(result)
         fault("put:staged")
         return result
+
+    def _warn_if_owners_lost(self, result: ApplyResult) -> None:
+        """Say so when an unprivileged put, asked for neither force_mask nor
+        ignore_chown_errors, gave the tar's files to the caller (chown needs root), so that
+        owners are not lost without a word (issue 19)."""
+        if self.force_mask is not None or self.ignore_chown_errors or os.geteuid() == 0:
+            return
+        from ..userns import running_in_user_namespace
+
+        own_uid, own_gid = os.getuid(), os.getgid()
+        lost_uids = sorted(set(result.uids) - {own_uid})
+        lost_gids = sorted(set(result.gids) - {own_gid})
+        if (not lost_uids and not lost_gids) or running_in_user_namespace():
+            return
+        warnings.warn(
+            f"{self.root}: without root the layer's owners (uids {lost_uids or 'none'}, gids "
+            f"{lost_gids or 'none'} in its tar) became you (uid {own_uid}, gid {own_gid}) and "
+            "device nodes were left out; its diff is unchanged, but its tree and changes() no "
+            "longer show them. force_mask keeps them (user.containers.override_stat), "
+            "ignore_chown_errors=True accepts the loss without this warning, and 'layerstore "
+            "unshare' with subordinate ids sets them for real (docs/rootless.md)",
+            OwnersLostWarning,
+            stacklevel=3,
+        )
 
     def _commit_locked(
         self,
@@ -1318,6 +1344,7 @@ class LayerStore(ImageMethods):
             force_mask=self.force_mask,
             ignore_chown_errors=self.ignore_chown_errors,
         )
+        self._warn_if_owners_lost(result)
         applied = _with_contents(layer, result)
         fault("put:applied")
         self._index.replace(applied)
