@@ -8,11 +8,12 @@
 //! Compressed, a producer thread reads the tar in blocks of 1 MiB and hands them round-robin
 //! to one compressor thread per core (at most four); the reader takes the compressed blocks back
 //! in order. gzip is one member, as containers/storage (pgzip) and pigz write it, because many
-//! readers stop after a first member without an error: each block is raw deflate (zlib-rs,
-//! level 1) primed with the previous block's last 32 KiB as its dictionary and ended with a sync
-//! flush, so the blocks join into one deflate stream; the reader puts the gzip header before the
-//! first and the final empty block, the CRC-32 (computed by the producer, in order) and the
-//! length after the last. zstd is one frame per block, a valid multi-frame stream (zstd readers
+//! readers stop after a first member without an error: each block is raw deflate (igzip level 1,
+//! [`BlockDeflater`]) ended with a sync flush, so the blocks join into one deflate stream; the
+//! reader puts the gzip header before the first and the final empty block, the CRC-32 (computed
+//! by the producer, in order) and the length after the last. A block does not refer back into
+//! the one before it, as pigz's `--independent` blocks: measured, a 32 KiB dictionary made the
+//! output no smaller and igzip slower. zstd is one frame per block, a valid multi-frame stream (zstd readers
 //! all read every frame). Bounded channels keep at most a few blocks in flight, so memory stays flat
 //! whatever the layer's size, and an error reaches the reader in its place in the stream, after
 //! the blocks before it and instead of anything after it. Dropping the stream stops and joins
@@ -26,6 +27,7 @@ use std::thread::{self, JoinHandle};
 
 use crate::compress::Compression;
 use crate::error::{Error, Result};
+use crate::isal::BlockDeflater;
 use crate::tarsplit::assemble::{Assembler, TarSplitReader};
 use crate::tree_tar::TreeTar;
 
@@ -72,8 +74,6 @@ impl std::fmt::Display for DiffCompression {
 const BLOCK: usize = 1 << 20;
 /// Most compressor threads, whatever the number of cores.
 const MAX_WORKERS: usize = 4;
-/// gzip level: zlib's fastest (containers/storage's pgzip writes `BestSpeed` too).
-const GZIP_LEVEL: u32 = 1;
 /// zstd level: the library's default.
 const ZSTD_LEVEL: i32 = 3;
 
@@ -185,8 +185,8 @@ impl DiffStream {
 
 /// What the producer gives a compressor.
 enum Job {
-    /// A block, and the 32 KiB of the tar before it (gzip's dictionary).
-    Block(Vec<u8>, Vec<u8>),
+    /// A block of the tar.
+    Block(Vec<u8>),
     /// The end, with the CRC-32 and the length of the whole tar.
     End(u32, u64),
     Failed(Error),
@@ -200,8 +200,6 @@ enum Message {
     Failed(Error),
 }
 
-/// deflate's window: what a block may refer back to of the blocks before it.
-const WINDOW: usize = 32 << 10;
 /// A gzip header without a name, time or flags, as Go's gzip.Writer writes it (OS unknown).
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
@@ -348,7 +346,6 @@ fn produce(
     let mut index = 0;
     let mut crc = flate2::Crc::new();
     let mut length: u64 = 0;
-    let mut window: Vec<u8> = Vec::new();
     loop {
         if stop.load(Ordering::Relaxed) {
             return;
@@ -360,14 +357,13 @@ fn produce(
                 block.truncate(count);
                 crc.update(&block);
                 length += count as u64;
-                let dictionary = std::mem::replace(&mut window, tail(&block));
                 if count == BLOCK {
-                    (Job::Block(block, dictionary), false)
+                    (Job::Block(block), false)
                 } else {
                     // The last block; an empty one only if it is the only one, so that even an
                     // empty tar compresses to a valid stream.
                     if count > 0 || index == 0 {
-                        let job = Job::Block(block, dictionary);
+                        let job = Job::Block(block);
                         if jobs[index % jobs.len()].send(job).is_err() {
                             return;
                         }
@@ -385,11 +381,6 @@ fn produce(
     }
 }
 
-/// The last [`WINDOW`] bytes of `block`: the dictionary of the block after it.
-fn tail(block: &[u8]) -> Vec<u8> {
-    block[block.len().saturating_sub(WINDOW)..].to_vec()
-}
-
 /// A compressor thread: compress each block it is given, pass the end or an error along.
 fn compress_blocks(
     mut compressor: BlockCompressor,
@@ -400,9 +391,9 @@ fn compress_blocks(
 ) {
     while let Ok(job) = jobs.recv() {
         let message = match job {
-            Job::Block(block, dictionary) => {
+            Job::Block(block) => {
                 let mut output = spent.try_recv().unwrap_or_default();
-                let message = match compressor.compress(&dictionary, &block, &mut output) {
+                let message = match compressor.compress(&block, &mut output) {
                     Ok(()) => Message::Data(output),
                     Err(error) => Message::Failed(error),
                 };
@@ -419,20 +410,17 @@ fn compress_blocks(
     }
 }
 
-/// Compresses one block: into raw deflate that goes on where the block before it ended (gzip),
-/// or into a self-contained zstd frame.
+/// Compresses one block: into raw deflate that joins the blocks before and after it (gzip), or
+/// into a self-contained zstd frame.
 enum BlockCompressor {
-    Gzip(flate2::Compress),
+    Gzip(BlockDeflater),
     Zstd(zstd::bulk::Compressor<'static>),
 }
 
 impl BlockCompressor {
     fn new(compression: DiffCompression) -> Result<Self> {
         match compression {
-            DiffCompression::Gzip => Ok(Self::Gzip(flate2::Compress::new(
-                flate2::Compression::new(GZIP_LEVEL),
-                false,
-            ))),
+            DiffCompression::Gzip => Ok(Self::Gzip(BlockDeflater::new())),
             DiffCompression::Zstd => zstd::bulk::Compressor::new(ZSTD_LEVEL)
                 .map(Self::Zstd)
                 .map_err(|error| Error::Internal(format!("zstd compressor: {error}"))),
@@ -442,9 +430,9 @@ impl BlockCompressor {
         }
     }
 
-    fn compress(&mut self, dictionary: &[u8], input: &[u8], output: &mut Vec<u8>) -> Result<()> {
+    fn compress(&mut self, input: &[u8], output: &mut Vec<u8>) -> Result<()> {
         match self {
-            Self::Gzip(compressor) => deflate_block(compressor, dictionary, input, output)?,
+            Self::Gzip(deflater) => deflater.deflate(input, output)?,
             Self::Zstd(compressor) => {
                 output.clear();
                 output.reserve(zstd::zstd_safe::compress_bound(input.len()));
@@ -468,38 +456,6 @@ impl BlockCompressor {
                 trailer
             }
             Self::Zstd(_) => Vec::new(),
-        }
-    }
-}
-
-/// `input` as raw deflate blocks ending in a sync flush (byte-aligned, not final), able to refer
-/// back into `dictionary`, the bytes before it.
-fn deflate_block(
-    compressor: &mut flate2::Compress,
-    dictionary: &[u8],
-    input: &[u8],
-    output: &mut Vec<u8>,
-) -> Result<()> {
-    let failed = |error: flate2::CompressError| Error::Internal(format!("deflate: {error}"));
-    compressor.reset();
-    if !dictionary.is_empty() {
-        compressor.set_dictionary(dictionary).map_err(failed)?;
-    }
-    output.clear();
-    output.reserve(input.len() + input.len() / 16 + 64);
-    let start = compressor.total_in();
-    loop {
-        let consumed = usize::try_from(compressor.total_in() - start).unwrap_or(usize::MAX);
-        if output.capacity() - output.len() < 64 {
-            output.reserve(64 << 10);
-        }
-        compressor
-            .compress_vec(&input[consumed..], output, flate2::FlushCompress::Sync)
-            .map_err(failed)?;
-        let consumed = usize::try_from(compressor.total_in() - start).unwrap_or(usize::MAX);
-        // The flush is complete once all input is in and the output did not run out of room.
-        if consumed == input.len() && output.len() < output.capacity() {
-            return Ok(());
         }
     }
 }

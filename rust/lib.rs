@@ -15,6 +15,7 @@ pub mod diff;
 pub mod digest;
 pub mod error;
 pub mod extract;
+pub mod isal;
 pub mod mount;
 pub mod overrides;
 pub mod paths;
