@@ -1,6 +1,8 @@
 //! Compression of layer blobs: detection from the first bytes, and multi-stream decoders.
 //!
 //! Detection follows Go's `archive.DetectCompression` (bzip2, gzip, xz, zstd, in that order).
+//! gzip is inflated by ISA-L's igzip ([`crate::isal::GzipDecoder`]), bzip2 by libbz2-rs-sys, xz
+//! by liblzma, zstd by libzstd.
 //! Every decoder reads all the streams it is given back to back (gzip members, bzip2 streams, xz
 //! streams with their padding, zstd frames); anything after the last stream that does not start
 //! another one is corrupt data, like any other decoder error.
@@ -95,7 +97,7 @@ pub fn decoder<R: Read + Send + 'static>(
     let buffered = BufReader::with_capacity(INPUT_BUFFER, input);
     let inner: Box<dyn Read + Send> = match compression {
         Compression::None => Box::new(buffered),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Compression::Gzip => Box::new(crate::isal::GzipDecoder::new(buffered)),
         Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(buffered)),
         Compression::Xz => {
             let stream = liblzma::stream::Stream::new_stream_decoder(

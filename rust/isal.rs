@@ -1,10 +1,13 @@
-//! deflate through ISA-L's igzip (Intel's Intelligent Storage Acceleration Library, built from
-//! source by the `isal-sys` crate), behind a safe face.
+//! deflate and gzip through ISA-L's igzip (Intel's Intelligent Storage Acceleration Library,
+//! built from source by the `isal-sys` crate), behind a safe face: [`BlockDeflater`] for the
+//! blocks of gzip diffs, [`GzipDecoder`] for gzip blobs.
 //!
 //! Why igzip and not zlib-rs for the deflate of gzip diffs: the blocks of a parallel gzip diff
 //! must end in a sync flush, so that they join into one deflate stream (docs/diff.md), which
 //! libdeflate cannot do; of the libraries that can, igzip's level 1 measured 1.8x zlib-rs's level
 //! 1 per core on the benchmark's rootfs layer, with 27% smaller output (docs/diff.md).
+
+use std::io::{self, BufRead, Read};
 
 use isal_sys::igzip_lib as ffi;
 
@@ -105,6 +108,233 @@ impl BlockDeflater {
     }
 }
 
+/// gzip members back to back, inflated: what `flate2::bufread::MultiGzDecoder` and zlib give,
+/// at igzip's speed (docs/apply.md). Each member's header is read here, as zlib reads it (method
+/// 8, no reserved flag, its CRC-16 checked when it has one), because igzip's own header parser
+/// fails on optional fields that arrive split across reads; igzip inflates the deflate data and
+/// checks the CRC-32 and the length of the trailer. After a member, the input ends or another
+/// member starts: anything else is an error, as a stream cut short is.
+pub struct GzipDecoder<R: BufRead> {
+    input: R,
+    /// igzip's state (85 KiB, so boxed).
+    state: Box<ffi::inflate_state>,
+    /// Whether a member's deflate data is being read (its header is behind us).
+    in_member: bool,
+    /// Members started so far.
+    members: u64,
+    /// Whether the input ended where a member did (then reads give 0).
+    ended: bool,
+}
+
+// SAFETY: the raw pointers in `state` are set before every call and cleared after it; nothing
+// is shared with another thread.
+unsafe impl<R: BufRead + Send> Send for GzipDecoder<R> {}
+
+/// The flags of a gzip header (RFC 1952, 2.3.1).
+const FLAG_HEADER_CRC: u8 = 1 << 1;
+const FLAG_EXTRA: u8 = 1 << 2;
+const FLAG_NAME: u8 = 1 << 3;
+const FLAG_COMMENT: u8 = 1 << 4;
+const FLAGS_RESERVED: u8 = 0xe0;
+
+impl<R: BufRead> GzipDecoder<R> {
+    /// A decoder of the gzip members `input` holds.
+    pub fn new(input: R) -> Self {
+        // SAFETY: `inflate_state` is a plain C struct of integers, arrays and raw pointers, for
+        // which all zeros is a valid value; `isal_inflate_init` sets it up.
+        let mut state = Box::new(unsafe { std::mem::zeroed::<ffi::inflate_state>() });
+        // SAFETY: `isal_inflate_init` only writes the struct it is given.
+        unsafe { ffi::isal_inflate_init(&raw mut *state) };
+        Self {
+            input,
+            state,
+            in_member: false,
+            members: 0,
+            ended: false,
+        }
+    }
+
+    /// Read a member's header and get igzip ready for its deflate data and trailer.
+    fn start_member(&mut self) -> io::Result<()> {
+        read_member_header(&mut self.input)?;
+        // SAFETY: `isal_inflate_reset` only writes the struct it is given.
+        unsafe { ffi::isal_inflate_reset(&raw mut *self.state) };
+        // Raw deflate, then the trailer checked against the CRC-32 and length of the output.
+        self.state.crc_flag = ffi::ISAL_GZIP_NO_HDR_VER;
+        self.in_member = true;
+        self.members += 1;
+        Ok(())
+    }
+}
+
+fn invalid_header(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("invalid gzip header: {what}"),
+    )
+}
+
+fn cut_short(error: io::Error) -> io::Error {
+    if error.kind() == io::ErrorKind::UnexpectedEof {
+        io::Error::new(io::ErrorKind::UnexpectedEof, "the gzip stream is cut short")
+    } else {
+        error
+    }
+}
+
+/// Read `buffer.len()` bytes of a header into `buffer`, adding them to `crc`.
+fn header_bytes(
+    input: &mut impl BufRead,
+    crc: &mut flate2::Crc,
+    buffer: &mut [u8],
+) -> io::Result<()> {
+    input.read_exact(buffer).map_err(cut_short)?;
+    crc.update(buffer);
+    Ok(())
+}
+
+/// Skip `count` bytes of a header (its extra field), or through its next zero byte (its name or
+/// comment) when `count` is `None`, adding them to `crc`; nothing is kept, however long.
+fn skip_header_field(
+    input: &mut impl BufRead,
+    crc: &mut flate2::Crc,
+    count: Option<usize>,
+) -> io::Result<()> {
+    let mut left = count.unwrap_or(usize::MAX);
+    loop {
+        let available = input.fill_buf()?;
+        if available.is_empty() {
+            return Err(cut_short(io::ErrorKind::UnexpectedEof.into()));
+        }
+        let (take, done) = match count {
+            Some(_) => (available.len().min(left), available.len() >= left),
+            None => match available.iter().position(|&byte| byte == 0) {
+                Some(zero) => (zero + 1, true),
+                None => (available.len(), false),
+            },
+        };
+        crc.update(&available[..take]);
+        input.consume(take);
+        left -= take.min(left);
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+/// Read a gzip member's header (RFC 1952, 2.3), checking it as zlib does.
+fn read_member_header(input: &mut impl BufRead) -> io::Result<()> {
+    let mut crc = flate2::Crc::new();
+    let mut fixed = [0u8; 10];
+    header_bytes(input, &mut crc, &mut fixed)?;
+    if fixed[..2] != [0x1f, 0x8b] {
+        return Err(invalid_header("no gzip magic number"));
+    }
+    if fixed[2] != 8 {
+        return Err(invalid_header("compression method is not deflate"));
+    }
+    let flags = fixed[3];
+    if flags & FLAGS_RESERVED != 0 {
+        return Err(invalid_header("reserved flags are set"));
+    }
+    if flags & FLAG_EXTRA != 0 {
+        let mut length = [0u8; 2];
+        header_bytes(input, &mut crc, &mut length)?;
+        skip_header_field(
+            input,
+            &mut crc,
+            Some(usize::from(u16::from_le_bytes(length))),
+        )?;
+    }
+    if flags & FLAG_NAME != 0 {
+        skip_header_field(input, &mut crc, None)?;
+    }
+    if flags & FLAG_COMMENT != 0 {
+        skip_header_field(input, &mut crc, None)?;
+    }
+    if flags & FLAG_HEADER_CRC != 0 {
+        let expected = crc.sum().to_le_bytes();
+        let mut found = [0u8; 2];
+        input.read_exact(&mut found).map_err(cut_short)?;
+        if found != expected[..2] {
+            return Err(invalid_header("header checksum mismatch"));
+        }
+    }
+    Ok(())
+}
+
+/// What igzip's inflate status `status` means.
+fn inflate_failure(status: i32) -> io::Error {
+    let what = match status {
+        ffi::ISAL_INVALID_BLOCK => "invalid deflate block",
+        ffi::ISAL_INVALID_SYMBOL => "invalid deflate symbol",
+        ffi::ISAL_INVALID_LOOKBACK => "a match refers back before the start of the data",
+        ffi::ISAL_INCORRECT_CHECKSUM => "the trailer's CRC-32 or length does not match the data",
+        _ => return io::Error::other(format!("igzip inflate failed ({status})")),
+    };
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+impl<R: BufRead> Read for GzipDecoder<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        if buffer.is_empty() || self.ended {
+            return Ok(0);
+        }
+        loop {
+            if !self.in_member {
+                // The input may end only after a whole member.
+                if self.members > 0 && self.input.fill_buf()?.is_empty() {
+                    self.ended = true;
+                    return Ok(0);
+                }
+                self.start_member()?;
+            }
+            let available = self.input.fill_buf()?;
+            if available.is_empty() {
+                return Err(cut_short(io::ErrorKind::UnexpectedEof.into()));
+            }
+            let given_in = u32::try_from(available.len()).unwrap_or(u32::MAX);
+            let given_out = u32::try_from(buffer.len()).unwrap_or(u32::MAX);
+            let state = &mut *self.state;
+            // igzip reads through `next_in` only; the pointer is `*mut` in its C declaration.
+            state.next_in = available.as_ptr().cast_mut();
+            state.avail_in = given_in;
+            state.next_out = buffer.as_mut_ptr();
+            state.avail_out = given_out;
+            // SAFETY: `next_in`/`avail_in` describe the reader's buffered bytes and
+            // `next_out`/`avail_out` the caller's buffer, both alive for the call; igzip keeps
+            // what it must carry over in its own state, not in either buffer.
+            let status = unsafe { ffi::isal_inflate(state) };
+            let consumed = given_in.checked_sub(state.avail_in);
+            let produced = (given_out - state.avail_out) as usize;
+            state.next_in = std::ptr::null_mut();
+            state.next_out = std::ptr::null_mut();
+            let finished = state.block_state == ffi::isal_block_state_ISAL_BLOCK_FINISH;
+            // On some corrupt streams igzip hands back more input than it was given (bytes it
+            // had kept from earlier calls, at a trailer it then finds wrong).
+            let Some(consumed) = consumed else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "corrupt data before the trailer",
+                ));
+            };
+            self.input.consume(consumed as usize);
+            if status != ffi::ISAL_DECOMP_OK.cast_signed() {
+                return Err(inflate_failure(status));
+            }
+            if finished {
+                self.in_member = false;
+            }
+            if produced > 0 {
+                return Ok(produced);
+            }
+            if consumed == 0 && !finished {
+                return Err(io::Error::other("igzip inflate made no progress"));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +370,100 @@ mod tests {
         }
         stream.extend_from_slice(&[0x03, 0x00]);
         stream
+    }
+
+    fn gzip_member(data: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut encoder, data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    /// `data` through a [`GzipDecoder`] over a reader that hands out `step` bytes at a time,
+    /// read into buffers of `chunk` bytes.
+    fn gunzip(data: &[u8], step: usize, chunk: usize) -> io::Result<Vec<u8>> {
+        let reader = io::BufReader::with_capacity(step, data);
+        let mut decoder = GzipDecoder::new(reader);
+        let mut out = Vec::new();
+        let mut buffer = vec![0u8; chunk];
+        loop {
+            match decoder.read(&mut buffer)? {
+                0 => return Ok(out),
+                count => out.extend_from_slice(&buffer[..count]),
+            }
+        }
+    }
+
+    #[test]
+    fn members_back_to_back_inflate_whole_whatever_the_reads() {
+        let first = text(300_000, 4);
+        let second = text(70_000, 5);
+        let mut data = gzip_member(&first);
+        data.extend(gzip_member(b""));
+        data.extend(gzip_member(&second));
+        let whole = [first, second].concat();
+        for (step, chunk) in [(1, 1), (7, 4096), (1 << 16, 1 << 20), (data.len(), 3)] {
+            assert!(
+                gunzip(&data, step, chunk).unwrap() == whole,
+                "{step} {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_header_with_every_field_is_read() {
+        let mut header = vec![0x1f, 0x8b, 8, 0x1e, 1, 2, 3, 4, 0, 3];
+        header.extend([3, 0, b'a', b'b', b'c']); // FEXTRA
+        header.extend(b"name\0comment\0"); // FNAME, FCOMMENT
+        let mut crc = flate2::Crc::new();
+        crc.update(&header);
+        header.extend(&crc.sum().to_le_bytes()[..2]); // FHCRC: the CRC-32's low 16 bits
+        let member = gzip_member(b"payload");
+        let data = [header, member[10..].to_vec()].concat();
+        for step in [200, 30, 20, 13, 12, 5, 1] {
+            assert_eq!(
+                gunzip(&data, step, 100)
+                    .map_err(|e| format!("{step}: {e}"))
+                    .unwrap(),
+                b"payload"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_streams_are_errors() {
+        let member = gzip_member(&text(50_000, 6));
+        let mut bad_crc = member.clone();
+        let at = bad_crc.len() - 8;
+        bad_crc[at] ^= 1;
+        let mut bad_length = member.clone();
+        let at = bad_length.len() - 4;
+        bad_length[at] ^= 1;
+        let mut bad_method = member.clone();
+        bad_method[2] = 7;
+        let mut reserved_flag = member.clone();
+        reserved_flag[3] |= 0x20;
+        let mut header_crc = member[..10].to_vec();
+        header_crc[3] |= FLAG_HEADER_CRC;
+        header_crc.extend([0x12, 0x34]);
+        header_crc.extend(&member[10..]);
+        let cases: [(&str, Vec<u8>); 9] = [
+            ("reserved flag", reserved_flag),
+            ("bad header crc", header_crc),
+            (
+                "half a second header",
+                [member.clone(), member[..5].to_vec()].concat(),
+            ),
+            ("cut short", member[..member.len() / 2].to_vec()),
+            ("cut in the trailer", member[..member.len() - 3].to_vec()),
+            ("trailing junk", [member.clone(), b"junk".to_vec()].concat()),
+            ("bad crc", bad_crc),
+            ("bad length", bad_length),
+            ("bad method", bad_method),
+        ];
+        for (label, data) in cases {
+            assert!(gunzip(&data, 1 << 16, 1 << 16).is_err(), "{label}");
+            assert!(gunzip(&data, 3, 5).is_err(), "{label}");
+        }
     }
 
     fn inflate(raw: &[u8]) -> Vec<u8> {

@@ -3,14 +3,19 @@
 tar_walker: small archives of every entry type in USTAR, GNU and PAX form (long names, PAX
 records, xattrs, a global header, trailing bytes), each behind the target's switch byte.
 tar_split_parser: tar-split lines as layerstore writes them, and a few odd ones.
+gzip_decoder: gzip members (plain, with every optional header field, stored and compressed
+blocks, several back to back), each behind the target's read-size byte.
 """
 
 from __future__ import annotations
 
 import base64
+import gzip
 import io
+import struct
 import sys
 import tarfile
+import zlib
 from pathlib import Path
 
 
@@ -79,10 +84,23 @@ def tar_split_seeds() -> list[bytes]:
     ]
 
 
+def gzip_seeds() -> list[bytes]:
+    text = b"".join(b"line %d of a layer's file\n" % (n % 37) for n in range(300))
+    plain = gzip.compress(text, mtime=0)
+    stored = gzip.compress(bytes(range(256)) * 3, compresslevel=0, mtime=0)
+    fields = bytes([0x1F, 0x8B, 8, 0x1E]) + struct.pack("<IBB", 0, 0, 3)
+    fields += struct.pack("<H", 4) + b"ab\0c" + b"name\0" + b"comment\0"
+    fields += struct.pack("<H", zlib.crc32(fields) & 0xFFFF)
+    every_field = fields + plain[10:]
+    members = [plain, stored, every_field, plain + gzip.compress(b"", mtime=0) + stored]
+    return [bytes([step]) + member for member in members for step in (0, 6, 255)]
+
+
 def main(corpus: Path) -> None:
     for target, seeds in (
         ("tar_walker", [switch + tar for tar in tar_seeds() for switch in (b"\0", b"\1")]),
         ("tar_split_parser", tar_split_seeds()),
+        ("gzip_decoder", gzip_seeds()),
     ):
         directory = corpus / target
         directory.mkdir(parents=True, exist_ok=True)
