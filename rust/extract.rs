@@ -269,7 +269,8 @@ pub fn owner_id(value: i64) -> u32 {
     u32::try_from(value & 0xFFFF_FFFF).unwrap_or(0)
 }
 
-fn process_umask() -> u32 {
+/// The process's umask, read without changing it.
+pub(crate) fn process_umask() -> u32 {
     // Reading it from /proc leaves the process-wide umask alone (umask(2) would change it).
     std::fs::read_to_string("/proc/self/status")
         .ok()

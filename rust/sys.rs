@@ -85,6 +85,9 @@ fn read_sized(mut call: impl FnMut(*mut libc::c_char, usize) -> isize) -> io::Re
                 _ => Err(error),
             };
         }
+        if size == 0 {
+            return Ok(Vec::new()); // none: no second call
+        }
         let mut buffer = vec![0u8; size.unsigned_abs()];
         let filled = call(buffer.as_mut_ptr().cast(), buffer.len());
         if filled >= 0 {
@@ -104,6 +107,13 @@ pub fn list_xattrs_nofollow(path: &CStr) -> io::Result<Vec<u8>> {
     // SAFETY: `path` is NUL-terminated; the buffer pointer and length come from read_sized and
     // describe a live, writable buffer.
     read_sized(|buffer, size| unsafe { libc::llistxattr(path.as_ptr(), buffer, size) })
+}
+
+/// `flistxattr`: the NUL-separated names of the open file `fd`'s extended attributes.
+pub fn flist_xattrs(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    // SAFETY: `fd` is open for the call (borrowed); the buffer pointer and length come from
+    // read_sized and describe a live, writable buffer.
+    read_sized(|buffer, size| unsafe { libc::flistxattr(fd.as_raw_fd(), buffer, size) })
 }
 
 /// `lgetxattr`: the value of `path`'s extended attribute `name` (not following a final
