@@ -74,10 +74,9 @@ class LayerIndex:
         self._by_name = by_name
         self._by_compressed = by_compressed
         self._by_uncompressed = by_uncompressed
-        # (flags first: most layers have none, and then cannot be incomplete)
-        self._sorted_ids = sorted(
-            layer_id for layer_id, layer in by_id.items() if not (layer.flags and layer.incomplete)
-        )
+        # The sorted ids of whole layers, for prefix lookups: made on the first one, since most
+        # opens never look a prefix up.
+        self._sorted_ids: list[str] | None = None
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -115,7 +114,17 @@ class LayerIndex:
         owner = self._by_name.get(name)
         if owner is not None and not self._by_id[owner].incomplete:
             return owner
-        return resolve_prefix(self._sorted_ids, name, LayerUnknown, "layer")
+        return resolve_prefix(self._sorted(), name, LayerUnknown, "layer")
+
+    def _sorted(self) -> list[str]:
+        if self._sorted_ids is None:
+            # (flags first: most layers have none, and then cannot be incomplete)
+            self._sorted_ids = sorted(
+                layer_id
+                for layer_id, layer in self._by_id.items()
+                if not (layer.flags and layer.incomplete)
+            )
+        return self._sorted_ids
 
     def by_compressed_digest(self, digest: str) -> list[Layer]:
         return self._whole(self._by_compressed.get(digest, ()))
@@ -136,7 +145,7 @@ class LayerIndex:
         """Add a new layer at the end; its names must already be free."""
         self._by_id[layer.id] = layer
         self._index_layer(layer)
-        if not layer.incomplete:
+        if not layer.incomplete and self._sorted_ids is not None:
             bisect.insort(self._sorted_ids, layer.id)
 
     def replace(self, layer: Layer) -> None:
@@ -145,6 +154,8 @@ class LayerIndex:
         self._unindex_layer(old)
         self._by_id[layer.id] = layer
         self._index_layer(layer)
+        if self._sorted_ids is None:
+            return
         if old.incomplete and not layer.incomplete:
             bisect.insort(self._sorted_ids, layer.id)
         elif layer.incomplete and not old.incomplete:
@@ -158,6 +169,8 @@ class LayerIndex:
         return layer
 
     def _unsort(self, layer_id: str) -> None:
+        if self._sorted_ids is None:
+            return
         position = bisect.bisect_left(self._sorted_ids, layer_id)
         del self._sorted_ids[position]
 
