@@ -1122,8 +1122,10 @@ def machine_description(version: str) -> list[tuple[str, str]]:
     go_tool = "not installed (apt-get install containers-storage)"
     if GO_CLI:
         package = command_output(["dpkg-query", "-W", "-f", "${Version}", "containers-storage"])
-        built = command_output(["go", "version", GO_CLI]).split(": ")[-1]
-        go_tool = f"containers-storage {package} (built with {built})"
+        go_tool = f"containers-storage {package}"
+        if shutil.which("go"):  # the Go toolchain reads the version the binary was built with
+            built = command_output(["go", "version", GO_CLI]).split(": ")[-1]
+            go_tool += f" (built with {built})"
     tools = ", ".join(
         command_output([tool, "--version"]).replace("*** ", "").split(", by")[0]
         for tool in ("gzip", "zstd", "tar", "sha256sum")
