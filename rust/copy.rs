@@ -32,7 +32,7 @@ use nix::sys::stat::{
     Mode, SFlag, UtimensatFlags,
 };
 use nix::sys::time::TimeSpec;
-use nix::unistd::{fchown, fchownat, getegid, geteuid, linkat, symlinkat, Gid, Uid};
+use nix::unistd::{fchown, fchownat, geteuid, linkat, symlinkat, Gid, Uid};
 
 use crate::confine::{open_at, read_link_at};
 use crate::error::{Error, IoContext, Result};
@@ -51,7 +51,10 @@ pub fn copy_tree(source: &Path, destination: &Path) -> Result<()> {
         });
     }
     mkdirat(AT_FDCWD, destination, Mode::S_IRWXU).at(destination)?;
-    let copy = Copy::new();
+    // What everything created in the copy belongs to unless chowned: the caller, or the group
+    // of a setgid directory the copy was made in (which its directories then inherit).
+    let created = fstatat(AT_FDCWD, destination, AtFlags::AT_SYMLINK_NOFOLLOW).at(destination)?;
+    let copy = Copy::new(created.st_uid, created.st_gid);
     copy.queue_directory(source.to_path_buf(), destination.to_path_buf(), root);
     let workers = thread::available_parallelism()
         .map_or(1, std::num::NonZero::get)
@@ -134,13 +137,16 @@ struct State {
 struct Context {
     /// Whether `FICLONE` may still work (it is not tried again once the file system said no).
     clone_works: AtomicBool,
+    /// The owner and group a new entry gets.
     uid: u32,
     gid: u32,
+    /// Whether we run as root (who may set any xattr on a file whatever its mode).
+    root: bool,
     umask: u32,
 }
 
 impl Copy {
-    fn new() -> Self {
+    fn new(uid: u32, gid: u32) -> Self {
         Self {
             state: Mutex::new(State {
                 queue: Vec::new(),
@@ -152,8 +158,9 @@ impl Copy {
             changed: Condvar::new(),
             context: Context {
                 clone_works: AtomicBool::new(true),
-                uid: geteuid().as_raw(),
-                gid: getegid().as_raw(),
+                uid,
+                gid,
+                root: geteuid().is_root(),
                 umask: crate::extract::process_umask(),
             },
         }
@@ -310,7 +317,7 @@ fn copy_file(context: &Context, from: Place<'_>, to: Place<'_>, stat: &FileStat)
     // Created with its final mode when nothing needs it writable later and the umask keeps it
     // whole: one fchmod less. Without root an xattr needs write permission, so then not.
     let exact =
-        mode & !0o777 == 0 && mode & context.umask == 0 && (names.is_empty() || context.uid == 0);
+        mode & !0o777 == 0 && mode & context.umask == 0 && (names.is_empty() || context.root);
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
     let output = open_at(to.dir, to.name, flags, if exact { mode } else { 0o600 }).at(to.path)?;
     copy_contents(context, input, &output, stat, to.path)?;
@@ -648,6 +655,32 @@ mod tests {
         assert_eq!(before.len(), after.len());
         for (original, copied) in before.iter().zip(&after) {
             assert_eq!(original, copied);
+        }
+    }
+
+    #[test]
+    fn owners_stay_in_a_setgid_directory_of_another_group() {
+        if !geteuid().is_root() {
+            return; // giving a directory to another group needs root
+        }
+        let scratch = tempfile::tempdir().unwrap();
+        let source = scratch.path().join("source");
+        fs::create_dir_all(source.join("dir")).unwrap();
+        fs::write(source.join("dir/file"), b"x").unwrap();
+        let parent = scratch.path().join("setgid");
+        fs::create_dir(&parent).unwrap();
+        std::os::unix::fs::chown(&parent, None, Some(4242)).unwrap();
+        fs::set_permissions(&parent, fs::Permissions::from_mode(0o2777)).unwrap();
+        let destination = parent.join("copy");
+        copy_tree(&source, &destination).unwrap();
+        for relative in ["", "dir", "dir/file"] {
+            let original = fs::metadata(source.join(relative)).unwrap();
+            let copied = fs::metadata(destination.join(relative)).unwrap();
+            assert_eq!(
+                (copied.gid(), copied.mode()),
+                (original.gid(), original.mode()),
+                "{relative}"
+            );
         }
     }
 
