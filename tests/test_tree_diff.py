@@ -273,3 +273,54 @@ def test_a_container_layer_diffs_alike_in_both_engines(tmp_path: Path, driver_na
     assert "etc/.wh.removed" in names
     assert "new/file" in names
     assert all(tar == output for output in outputs["native"].values())
+
+
+def test_a_whole_directory_lists_as_its_comparison_with_nothing(tree: Path, tmp_path: Path) -> None:
+    """vfs diffs a layer without a parent by listing its directory (no comparison, no lstat):
+    the same members, in the same order, as comparing it with an empty tree gives, here on
+    names whose order differs between a depth-first walk and a sort by path."""
+    from layerstore.drivers.changes import (
+        DirectoryView,
+        compare_trees,
+        entries_of_changes,
+        entries_of_directory,
+    )
+
+    ordered = tmp_path / "ordered"
+    for directory in ("a/b", "a-b", "a.b/c", "deep/" + "/".join("n" * 60)):
+        (ordered / directory).mkdir(parents=True)
+    for file in ("a/b/z", "a/0", "a-b/f", "a.b/c/f", "a~", "deep/" + "/".join("n" * 60) + "/f"):
+        (ordered / file).write_bytes(b"x")
+    os.symlink("a", ordered / "link-to-directory")
+    for root in (os.fspath(tree), os.fspath(ordered)):
+        compared = entries_of_changes(
+            DirectoryView(root), compare_trees(DirectoryView(None), DirectoryView(root))
+        )
+        listed = list(entries_of_directory(root))
+        assert listed == list(compared)
+        assert len(listed) > 10
+
+
+def test_a_layer_without_a_parent_diffs_as_its_directory(tmp_path: Path, engine_name: str) -> None:
+    """A vfs layer without a parent, written through its mount: its diff holds every entry
+    of its directory, once, in path order, and rebuilds the tree."""
+    store = LayerStore(tmp_path / "store", driver="vfs", engine=engine_name)
+    layer = store.create()
+    mount_point = Path(store.mount(layer.id))
+    try:
+        (mount_point / "a" / "b").mkdir(parents=True)
+        (mount_point / "a" / "b" / "f").write_bytes(b"file\n")
+        (mount_point / "a-b").write_bytes(b"sorts before a/ by path\n")
+        os.symlink("a/b/f", mount_point / "link")
+    finally:
+        store.unmount(layer.id)
+    with store.diff(layer.id, compression=Compression.NONE) as stream:
+        tar = stream.read()
+    store.close()
+    assert [(member.name, data) for member, data in members(tar)] == [
+        ("a", None),
+        ("a-b", b"sorts before a/ by path\n"),
+        ("a/b", None),
+        ("a/b/f", b"file\n"),
+        ("link", None),
+    ]

@@ -32,6 +32,7 @@ __all__ = [
     "changes_size",
     "compare_trees",
     "entries_of_changes",
+    "entries_of_directory",
 ]
 
 ChangeKind = Literal["add", "modify", "delete"]
@@ -274,3 +275,23 @@ def entries_of_changes(view: TreeView, changes: list[Change]) -> Iterator[TreeEn
             yield _join(parent, WHITEOUT_PREFIX + name), None
         elif view.lstat(path) is not None:
             yield path, view.real_path(path)
+
+
+def entries_of_directory(root: str) -> Iterator[TreeEntry]:
+    """The members of the tar of a whole directory against an empty tree: every entry is an
+    addition, so this gives what :func:`entries_of_changes` gives for :func:`compare_trees`
+    from an empty view (the same entries, in the same path order) without the comparison and
+    without an ``lstat`` of each entry: the directory's listing tells which entries are
+    directories to descend into, and the engine stats each member as it writes it."""
+    paths: list[str] = []
+    pending = [""]
+    while pending:  # a list, not recursion: a tarball may nest deeper than Python's stack
+        directory = pending.pop()
+        with os.scandir(f"{root}/{directory}" if directory else root) as found:
+            for entry in found:
+                path = _join(directory, entry.name)
+                paths.append(path)
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(path)
+    paths.sort()
+    return ((path, f"{root}/{path}") for path in paths)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from ..engines import Engine
+from ..engines import Engine, TreeEntry
 from ..errors import LayerStoreError, NotSupported
 from . import DEFAULT_LAYER_MODE, Driver, remove_tree
 from .unlock import Grants, applied_paths, copy_original_modes, writable_copy
@@ -114,6 +114,17 @@ class VfsDriver(Driver):
         from .changes import DirectoryView
 
         return DirectoryView(self._dir(layer_id))
+
+    def diff_entries(
+        self, layer_id: str, from_id: str, from_is_parent: bool
+    ) -> Iterator[TreeEntry]:
+        if from_id:
+            return super().diff_entries(layer_id, from_id, from_is_parent)
+        # Against an empty tree (a layer without a parent, written through its directory) the
+        # diff is the whole directory: listed, not compared.
+        from .changes import entries_of_directory
+
+        return entries_of_directory(self._dir(layer_id))
 
     def layer_ids(self) -> list[str]:
         try:
