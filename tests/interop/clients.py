@@ -231,7 +231,9 @@ class Clients:
         )
         (self.conf / "containers.conf").write_text(
             '[containers]\nnetns = "none"\n\n'
-            '[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
+            # File locks, in tmp_dir: podman's default is one shared memory segment
+            # (/dev/shm/libpod_lock) that every podman on the machine shares.
+            '[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\nlock_type = "file"\n'
             f'runtime = "runc"\ntmp_dir = "{self.base / "tmp"}"\n'
             f'events_logfile_path = "{self.base / "events.log"}"\n\n'
             f'[engine.runtimes]\nrunc = ["{self.base / "runc"}"]\n\n'

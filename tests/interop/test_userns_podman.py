@@ -90,9 +90,10 @@ def rootless(
     for directory in (base / "conf", xdg, base / "tmp", base / "home"):
         directory.mkdir(parents=True, mode=0o700)
     conf = base / "conf"
-    (conf / "containers.conf").write_text(
+    (conf / "containers.conf").write_text(  # file locks: as in clients.py
         '[containers]\nnetns = "none"\n\n'
-        '[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\nruntime = "runc"\n'
+        '[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\nlock_type = "file"\n'
+        'runtime = "runc"\n'
         f'tmp_dir = "{base / "tmp"}"\nevents_logfile_path = "{base / "events.log"}"\n\n'
         f'[network]\nnetwork_backend = "cni"\nnetwork_config_dir = "{base / "cni"}"\n'
     )
