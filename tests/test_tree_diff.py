@@ -303,7 +303,7 @@ def test_a_whole_directory_lists_as_its_comparison_with_nothing(tree: Path, tmp_
 
 def test_a_layer_without_a_parent_diffs_as_its_directory(tmp_path: Path, engine_name: str) -> None:
     """A vfs layer without a parent, written through its mount: its diff holds every entry
-    of its directory, once, in path order, and rebuilds the tree."""
+    of its directory, once, in path order, with the files' contents."""
     store = LayerStore(tmp_path / "store", driver="vfs", engine=engine_name)
     layer = store.create()
     mount_point = Path(store.mount(layer.id))
